@@ -1,0 +1,290 @@
+"""The root configuration of each job (SFT, DPO, eval, translate) and their shared sections.
+
+Fixed key names (users and recipes rely on them): `output_dir`, `seed`, `model.path`, `train.max_steps`,
+`train.epochs`, `train.global_batch_size`, `train.micro_batch_size`, `train.max_seq_len`, `optim.lr`,
+`checkpoint.every_steps`, `resume`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+from data.config import DataConfig, SourceConfig
+from trainer.config import option
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Which causal LM to load, or how to build one with random weights."""
+
+    path: str | None = option(
+        None, help="Local directory or hub id of a transformers causal LM (AutoModelForCausalLM)."
+    )
+    init_config: dict[str, Any] | str | None = option(
+        None,
+        help="Build a randomly initialised model instead of loading weights: a mapping of config fields "
+        "(must include model_type, e.g. llama) or a path to a config.json. Used by tests and benchmarks.",
+    )
+    tokenizer: str | None = option(None, help="Tokenizer path or id; null = model.path.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
+        "auto", help="Storage dtype of the loaded weights; auto = float32 master weights (recommended)."
+    )
+    attn_implementation: str = option("sdpa", help="transformers attention implementation (sdpa, eager, ...).")
+    trust_remote_code: bool = option(False, help="Allow custom modelling code from the model directory.")
+
+    def check(self) -> None:
+        if self.path is None and self.init_config is None:
+            raise ValueError("model: set model.path (weights to load) or model.init_config (random init)")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Batching, length limits and the training-loop switches."""
+
+    epochs: int = option(1, help="Number of passes over the training data.")
+    max_steps: int | None = option(
+        None, help="Stop after this many optimizer steps (overrides epochs for the schedule); null = epochs."
+    )
+    global_batch_size: int = option(
+        8, help="Samples per optimizer step over all ranks; must be a multiple of micro_batch_size x world size."
+    )
+    micro_batch_size: int = option(1, help="Samples per forward/backward on one rank.")
+    max_seq_len: int = option(2048, help="Maximum tokens per sample (or per packed row).")
+    max_grad_norm: float | None = option(1.0, help="Clip the global gradient norm to this value; null = off.")
+    mixed_precision: Literal["auto", "bf16", "fp32"] = option(
+        "auto", help="auto: bf16 compute with fp32 master weights and reductions on GPU, fp32 on CPU."
+    )
+    activation_checkpointing: bool = option(False, help="Recompute each decoder block in the backward pass.")
+    reshard_after_forward: bool = option(
+        True, help="FSDP2: free gathered parameters after forward (saves memory, costs an all-gather)."
+    )
+    cpu_offload: bool = option(False, help="FSDP2: keep parameters, gradients and optimizer state on the CPU.")
+    compile: bool = option(False, help="torch.compile each decoder block (GPU).")
+    neftune_alpha: float | None = option(
+        None, help="NEFTune noise scale alpha (paper used 5); null = off. Training mode only."
+    )
+    max_bad_steps: int = option(
+        5, help="Stop after this many consecutive steps with a non-finite loss or gradient norm."
+    )
+
+    def check(self) -> None:
+        for name in ("epochs", "global_batch_size", "micro_batch_size", "max_seq_len", "max_bad_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"train.max_steps must be >= 1 or null, got {self.max_steps}")
+        if self.global_batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"train.global_batch_size ({self.global_batch_size}) is not divisible by "
+                f"train.micro_batch_size ({self.micro_batch_size})"
+            )
+        if self.neftune_alpha is not None and self.neftune_alpha < 0:
+            raise ValueError(f"train.neftune_alpha must be >= 0 or null, got {self.neftune_alpha}")
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    """AdamW and the learning-rate schedule."""
+
+    lr: float = option(2e-5, help="Peak learning rate.")
+    weight_decay: float = option(0.0, help="AdamW weight decay (never applied to norms and biases).")
+    betas: list[float] = option(help="AdamW betas.", factory=lambda: [0.9, 0.999])
+    eps: float = option(1e-8, help="AdamW epsilon.")
+    warmup_ratio: float = option(0.1, help="Share of all optimizer steps spent in linear warmup.")
+    scheduler: Literal["cosine", "linear", "constant"] = option(
+        "cosine", help="Decay after warmup: cosine | linear | constant."
+    )
+    min_lr_ratio: float = option(0.0, help="Final learning rate as a fraction of lr.")
+    fused: bool | None = option(None, help="Fused AdamW kernel; null = on where the device supports it.")
+
+    def check(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"optim.betas must be two numbers in [0, 1), got {self.betas}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+
+
+@dataclasses.dataclass
+class CheckpointConfig:
+    """Sharded checkpoints for exact resume, and the Hugging Face export."""
+
+    every_steps: int | None = option(
+        None, help="Save a sharded checkpoint every N optimizer steps (and at each epoch end); null = epoch ends."
+    )
+    keep: int = option(2, help="Keep the newest N checkpoints.")
+    save_final: bool = option(True, help="Export OUTPUT_DIR/final/ in Hugging Face format at the end.")
+    max_shard_size: str = option("5GB", help="Largest safetensors shard of the export.")
+
+    def check(self) -> None:
+        if self.every_steps is not None and self.every_steps < 1:
+            raise ValueError(f"checkpoint.every_steps must be >= 1 or null, got {self.every_steps}")
+        if self.keep < 1:
+            raise ValueError(f"checkpoint.keep must be >= 1, got {self.keep}")
+
+
+@dataclasses.dataclass
+class LoggingConfig:
+    """Console, metrics.jsonl and TensorBoard."""
+
+    every_steps: int = option(1, help="Print a console line every N optimizer steps.")
+    tensorboard: bool = option(True, help="Write TensorBoard scalars under OUTPUT_DIR/tb/.")
+    per_rank_files: bool = option(False, help="Also write OUTPUT_DIR/logs/rank_R.log for every rank.")
+    level: Literal["debug", "info", "warning"] = option("info", help="Console log level on rank 0.")
+
+    def check(self) -> None:
+        if self.every_steps < 1:
+            raise ValueError(f"logging.every_steps must be >= 1, got {self.every_steps}")
+
+
+@dataclasses.dataclass
+class DistributedConfig:
+    """Process group settings."""
+
+    backend: Literal["auto", "nccl", "gloo"] = option(
+        "auto", help="auto: nccl on GPU (RCCL on ROCm), gloo on CPU."
+    )
+    timeout_minutes: float = option(30.0, help="Timeout of collective operations.")
+
+
+@dataclasses.dataclass
+class ProfileConfig:
+    """torch.profiler with a schedule, plus NVTX/roctx ranges."""
+
+    enabled: bool = option(False, help="Record a profile (traces under OUTPUT_DIR/profile/).")
+    wait: int = option(1, help="Steps to skip before warming up.")
+    warmup: int = option(1, help="Warmup steps (recorded, then discarded).")
+    active: int = option(3, help="Steps to record.")
+    ranks: list[int] = option(help="Ranks that record.", factory=lambda: [0])
+    memory: bool = option(False, help="Also record memory (and a CUDA memory snapshot on GPU).")
+
+
+@dataclasses.dataclass
+class _TrainJob:
+    output_dir: str = option(help="Directory for config.yaml, metrics.jsonl, tb/, checkpoints/ and final/.")
+    seed: int = option(42, help="Seed of model init, NEFTune noise and data order.")
+    resume: str = option(
+        "auto", help="auto (newest complete checkpoint in OUTPUT_DIR, if any) | none | path to a checkpoint."
+    )
+    model: ModelConfig = option(help="The model to train.", factory=ModelConfig)
+    data: DataConfig = option(help="Training data.", factory=DataConfig)
+    train: TrainConfig = option(help="Batching and loop settings.", factory=TrainConfig)
+    optim: OptimConfig = option(help="Optimizer and schedule.", factory=OptimConfig)
+    checkpoint: CheckpointConfig = option(help="Checkpoints and export.", factory=CheckpointConfig)
+    logging: LoggingConfig = option(help="Logging.", factory=LoggingConfig)
+    distributed: DistributedConfig = option(help="Process group.", factory=DistributedConfig)
+    profile: ProfileConfig = option(help="Profiling.", factory=ProfileConfig)
+
+    def check(self) -> None:
+        if self.train.max_seq_len <= self.data.max_prompt_length and self.data.sources:
+            if any(s.format in ("helpsteer2", "preference") for s in self.data.sources):
+                raise ValueError(
+                    f"data.max_prompt_length ({self.data.max_prompt_length}) must be smaller than "
+                    f"train.max_seq_len ({self.train.max_seq_len}) to leave room for the completion"
+                )
+
+
+@dataclasses.dataclass
+class SFTConfig(_TrainJob):
+    """Supervised fine-tuning (launch/sft.py)."""
+
+
+@dataclasses.dataclass
+class ReferenceConfig:
+    """The frozen reference model of DPO."""
+
+    path: str | None = option(None, help="Reference weights; null = the same weights as model.path.")
+    mode: Literal["auto", "live", "precompute"] = option(
+        "auto",
+        help="live: run the reference every step; precompute: once before training, then reuse its log-probs; "
+        "auto: precompute when train.epochs > 1.",
+    )
+
+
+@dataclasses.dataclass
+class DPOLossConfig:
+    """DPO objective."""
+
+    beta: float = option(0.1, help="Inverse temperature beta (paper: 0.05 best of 0.01, 0.05, 0.1).")
+    loss_type: Literal["sigmoid", "hinge", "ipo", "robust"] = option("sigmoid", help="DPO loss variant.")
+    label_smoothing: float = option(0.0, help="Label smoothing epsilon (sigmoid and robust).")
+
+    def check(self) -> None:
+        if self.beta <= 0:
+            raise ValueError(f"dpo.beta must be > 0, got {self.beta}")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"dpo.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+
+
+@dataclasses.dataclass
+class DPOConfig(_TrainJob):
+    """Direct preference optimisation against a frozen reference (launch/dpo.py)."""
+
+    reference: ReferenceConfig = option(help="Reference model.", factory=ReferenceConfig)
+    dpo: DPOLossConfig = option(help="DPO loss.", factory=DPOLossConfig)
+
+
+@dataclasses.dataclass
+class BenchmarkConfig:
+    """One IFEval benchmark to run."""
+
+    name: str = option(help="ifeval_en | ifeval_fi (or another name for a custom IFEval-schema file).")
+    path: str = option(help="Hub id (google/IFEval, LumiOpen/ifeval_mt) or local IFEval-schema .jsonl.")
+    language: str = option("en", help="Language the responses should be in (also the language-rate target).")
+    subset: str | None = option(None, help="Hub config name (e.g. fi for LumiOpen/ifeval_mt).")
+    split: str = option("train", help="Hub split.")
+    exclude_other_languages: bool = option(
+        True, help="Drop prompts that ask for another response language (the paper's 510-prompt set)."
+    )
+    limit: int | None = option(None, help="Evaluate only the first N prompts (quick runs).")
+
+
+@dataclasses.dataclass
+class GenerationConfig:
+    """Decoding settings."""
+
+    max_new_tokens: int = option(1280, help="Maximum generated tokens per prompt (lm-eval's IFEval default).")
+    batch_size: int = option(8, help="Prompts generated together on one rank.")
+    do_sample: bool = option(False, help="Sample instead of greedy decoding.")
+    temperature: float = option(1.0, help="Sampling temperature (do_sample only).")
+    top_p: float = option(1.0, help="Nucleus sampling (do_sample only).")
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Generation and IFEval scoring (launch/eval.py)."""
+
+    output_dir: str = option(help="One folder per benchmark with responses, verdicts and scores.")
+    seed: int = option(42, help="Seed (sampling only).")
+    model: ModelConfig = option(help="The model to evaluate.", factory=ModelConfig)
+    benchmarks: list[BenchmarkConfig] = option(help="Benchmarks to run.", factory=list)
+    generation: GenerationConfig = option(help="Decoding.", factory=GenerationConfig)
+    sharding: Literal["replicate", "fsdp"] = option(
+        "replicate", help="replicate: a full model per rank, prompts sharded; fsdp: generate under FSDP2."
+    )
+    distributed: DistributedConfig = option(help="Process group.", factory=DistributedConfig)
+
+
+@dataclasses.dataclass
+class TranslateConfig:
+    """Translate chat or preference data with the model itself (launch/translate.py)."""
+
+    output_dir: str = option(help="Translated JSONL files and report.json.")
+    seed: int = option(42, help="Seed.")
+    model: ModelConfig = option(help="The translating model.", factory=ModelConfig)
+    sources: list[SourceConfig] = option(help="Sources to translate (same schema as data.sources).", factory=list)
+    target_lang: str = option("fi", help="Target language code.")
+    generation: GenerationConfig = option(help="Decoding.", factory=GenerationConfig)
+    distributed: DistributedConfig = option(help="Process group.", factory=DistributedConfig)
+
+
+JOBS: dict[str, type] = {
+    "sft": SFTConfig,
+    "dpo": DPOConfig,
+    "eval": EvalConfig,
+    "translate": TranslateConfig,
+}
