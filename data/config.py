@@ -34,7 +34,9 @@ class SourceConfig:
         "the 10% subset is contained in the 20% subset.",
     )
     split: str = _opt("train", help="Dataset split (hub datasets; ignored for local files).")
-    name: str | None = _opt(None, help="Dataset config name for hub datasets (e.g. `fi` for LumiOpen/ifeval_mt).")
+    name: str | None = _opt(
+        None, help="Dataset config name for hub datasets (e.g. `fi` for LumiOpen/ifeval_mt)."
+    )
     min_margin: float = _opt(
         1.0,
         help="helpsteer2 only: minimum helpfulness difference between chosen and rejected; smaller gaps "
@@ -79,16 +81,22 @@ class DataConfig:
         "error",
         help="Invalid records: error (stop with file, line and reason) or skip (count and report by reason).",
     )
-    seed: int = _opt(0, help="Seed of the subset selection for `fraction` (keeps mixes nested and comparable).")
-    shuffle: bool = _opt(True, help="Shuffle the training order each epoch (deterministic for seed and epoch).")
+    seed: int = _opt(
+        0, help="Seed of the subset selection for `fraction` (keeps mixes nested and comparable)."
+    )
+    shuffle: bool = _opt(
+        True, help="Shuffle the training order each epoch (deterministic for seed and epoch)."
+    )
     group_by_length: bool = _opt(
         False, help="Group micro-batches by similar length to reduce padding (when packing is off)."
     )
     packing: bool = _opt(
-        False, help="Pack several examples into rows of train.max_seq_len with attention isolated per document."
+        False,
+        help="Pack several examples into rows of train.max_seq_len with attention isolated per document.",
     )
     cache_dir: str | None = _opt(
-        None, help="Directory for the tokenized-data cache; null = OUTPUT_DIR/../.cache/sisu-data or ~/.cache."
+        None,
+        help="Directory for the tokenized-data cache; null = OUTPUT_DIR/../.cache/sisu-data or ~/.cache.",
     )
     num_workers: int = _opt(1, help="Parallel worker processes for tokenization.")
 

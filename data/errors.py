@@ -1,0 +1,30 @@
+"""Errors of the data layer: one line each, naming the file and the line (or record index) at fault."""
+
+from __future__ import annotations
+
+
+class DataError(ValueError):
+    """One-line user error: '<file>:<line>: <problem>' (or '<file>: record N: ...' for parquet/hub)."""
+
+
+class InvalidRecord(DataError):
+    """A problem confined to one row or record: fatal with on_invalid=error, a counted skip with skip.
+
+    `reason` is a short snake_case key (e.g. `malformed_json`, `unknown_role`) under which skips are counted;
+    `origin` is the row's location ('file:line' or 'file: record N').
+    """
+
+    def __init__(self, origin: str, reason: str, problem: str) -> None:
+        super().__init__(f"{origin}: {problem}")
+        self.origin = origin
+        self.reason = reason
+        self.problem = problem
+
+    def __reduce__(self):  # keep the exception picklable (worker processes) despite the custom __init__
+        return (type(self), (self.origin, self.reason, self.problem))
+
+
+def preview(value: object, *, limit: int = 60) -> str:
+    """Short one-line repr of a user value for error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,104 @@
+"""Deterministic, resumable assignment of examples to optimizer steps, accumulation steps and ranks.
+
+For each epoch the example indices are permuted with a generator seeded by (seed, epoch). Consecutive runs of
+`global_batch_size` indices form the optimizer steps (an incomplete last global batch is dropped, so every rank
+runs the same number of micro-steps). Inside a step, micro-step k of rank r takes the slice
+`[(k * world_size + r) * micro_batch_size, ... + micro_batch_size)`: ranks are disjoint, and with length
+grouping the ranks of one micro-step get examples of similar length (balanced work).
+
+The state is just (epoch, step): resuming from a checkpoint replays exactly the same batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import torch
+
+
+@dataclasses.dataclass
+class SamplerState:
+    epoch: int = 0
+    step: int = 0  # optimizer steps completed within `epoch`
+
+
+class StepSampler:
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        *,
+        global_batch_size: int,
+        micro_batch_size: int,
+        rank: int,
+        world_size: int,
+        seed: int,
+        shuffle: bool = True,
+        group_by_length: bool = False,
+    ) -> None:
+        if global_batch_size % (micro_batch_size * world_size):
+            raise ValueError(
+                f"train.global_batch_size ({global_batch_size}) must be a multiple of train.micro_batch_size "
+                f"({micro_batch_size}) x world size ({world_size})"
+            )
+        self.lengths = list(lengths)
+        self.global_batch_size = global_batch_size
+        self.micro_batch_size = micro_batch_size
+        self.rank = rank
+        self.world_size = world_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.group_by_length = group_by_length
+        self.grad_accum = global_batch_size // (micro_batch_size * world_size)
+        self._order_cache: tuple[int, list[int]] | None = None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.lengths) // self.global_batch_size
+
+    @property
+    def num_dropped_per_epoch(self) -> int:
+        return len(self.lengths) - self.steps_per_epoch * self.global_batch_size
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        """All indices of `epoch` in training order (identical on every rank)."""
+        if self._order_cache is not None and self._order_cache[0] == epoch:
+            return self._order_cache[1]
+        n = len(self.lengths)
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(n, generator=gen).tolist()
+        else:
+            order = list(range(n))
+        if self.group_by_length:
+            order = self._group(order, epoch)
+        self._order_cache = (epoch, order)
+        return order
+
+    def _group(self, order: list[int], epoch: int) -> list[int]:
+        # Sort within windows of 16 global batches (keeps randomness), then shuffle whole global batches.
+        window = self.global_batch_size * 16
+        grouped: list[int] = []
+        for start in range(0, len(order), window):
+            grouped += sorted(order[start : start + window], key=lambda i: -self.lengths[i])
+        batches = [
+            grouped[i : i + self.global_batch_size] for i in range(0, len(grouped), self.global_batch_size)
+        ]
+        full = [b for b in batches if len(b) == self.global_batch_size]
+        rest = [i for b in batches if len(b) < self.global_batch_size for i in b]
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 7)
+            full = [full[i] for i in torch.randperm(len(full), generator=gen).tolist()]
+        return [i for b in full for i in b] + rest
+
+    def step_indices(self, epoch: int, step: int) -> list[list[int]]:
+        """This rank's micro-batches (grad_accum lists of micro_batch_size indices) for optimizer step `step`."""
+        if not 0 <= step < self.steps_per_epoch:
+            raise IndexError(f"step {step} outside epoch of {self.steps_per_epoch} steps")
+        order = self.epoch_order(epoch)
+        batch = order[step * self.global_batch_size : (step + 1) * self.global_batch_size]
+        micro = self.micro_batch_size
+        return [
+            batch[(k * self.world_size + self.rank) * micro : (k * self.world_size + self.rank + 1) * micro]
+            for k in range(self.grad_accum)
+        ]
