@@ -87,7 +87,9 @@ def _list_index(node: list, part: str, *, where: str, text: str) -> int:
         raise ConfigError(f"override {text!r}: {where}: a list needs a numeric index, got {part!r}")
     index = int(part)
     if not -len(node) <= index < len(node):
-        raise ConfigError(f"override {text!r}: {where}: index {index} out of range (list has {len(node)} items)")
+        raise ConfigError(
+            f"override {text!r}: {where}: index {index} out of range (list has {len(node)} items)"
+        )
     return index
 
 

@@ -69,7 +69,9 @@ def read_launch_env() -> tuple[int, int, int, int] | None:
         _env_int("LOCAL_WORLD_SIZE"),
     )
     if not (0 <= rank < world and 0 <= local_rank < local_world):
-        raise ValueError(f"inconsistent torchrun environment: RANK={rank} WORLD_SIZE={world} LOCAL_RANK={local_rank}")
+        raise ValueError(
+            f"inconsistent torchrun environment: RANK={rank} WORLD_SIZE={world} LOCAL_RANK={local_rank}"
+        )
     return rank, world, local_rank, local_world
 
 
@@ -84,7 +86,9 @@ def select_device(local_rank: int, *, prefer_cpu: bool = False) -> torch.device:
     return torch.device("cpu")
 
 
-def init_distributed(*, backend: str = "auto", timeout_minutes: float = 30.0, prefer_cpu: bool = False) -> DistInfo:
+def init_distributed(
+    *, backend: str = "auto", timeout_minutes: float = 30.0, prefer_cpu: bool = False
+) -> DistInfo:
     """Start the process group (also for a single plain process, so FSDP2 always has a mesh)."""
     launch = read_launch_env()
     rank, world, local_rank, local_world = launch if launch is not None else (0, 1, 0, 1)
@@ -106,7 +110,9 @@ def init_distributed(*, backend: str = "auto", timeout_minutes: float = 30.0, pr
     info = DistInfo(rank, world, local_rank, local_world, device, backend)
     if info.is_main:
         hip = getattr(torch.version, "hip", None)
-        platform = f"ROCm/HIP {hip}" if hip else (f"CUDA {torch.version.cuda}" if device.type == "cuda" else "CPU")
+        platform = (
+            f"ROCm/HIP {hip}" if hip else (f"CUDA {torch.version.cuda}" if device.type == "cuda" else "CPU")
+        )
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         logger.info(
             "world size %d (%d node(s) x %d), backend %s (%s), device %s [%s], torch %s",

@@ -30,7 +30,9 @@ class ModelConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
         "auto", help="Storage dtype of the loaded weights; auto = float32 master weights (recommended)."
     )
-    attn_implementation: str = option("sdpa", help="transformers attention implementation (sdpa, eager, ...).")
+    attn_implementation: str = option(
+        "sdpa", help="transformers attention implementation (sdpa, eager, ...)."
+    )
     trust_remote_code: bool = option(False, help="Allow custom modelling code from the model directory.")
 
     def check(self) -> None:
@@ -47,7 +49,8 @@ class TrainConfig:
         None, help="Stop after this many optimizer steps (overrides epochs for the schedule); null = epochs."
     )
     global_batch_size: int = option(
-        8, help="Samples per optimizer step over all ranks; must be a multiple of micro_batch_size x world size."
+        8,
+        help="Samples per optimizer step over all ranks; must be a multiple of micro_batch_size x world size.",
     )
     micro_batch_size: int = option(1, help="Samples per forward/backward on one rank.")
     max_seq_len: int = option(2048, help="Maximum tokens per sample (or per packed row).")
@@ -59,7 +62,9 @@ class TrainConfig:
     reshard_after_forward: bool = option(
         True, help="FSDP2: free gathered parameters after forward (saves memory, costs an all-gather)."
     )
-    cpu_offload: bool = option(False, help="FSDP2: keep parameters, gradients and optimizer state on the CPU.")
+    cpu_offload: bool = option(
+        False, help="FSDP2: keep parameters, gradients and optimizer state on the CPU."
+    )
     compile: bool = option(False, help="torch.compile each decoder block (GPU).")
     neftune_alpha: float | None = option(
         None, help="NEFTune noise scale alpha (paper used 5); null = off. Training mode only."
@@ -114,7 +119,8 @@ class CheckpointConfig:
     """Sharded checkpoints for exact resume, and the Hugging Face export."""
 
     every_steps: int | None = option(
-        None, help="Save a sharded checkpoint every N optimizer steps (and at each epoch end); null = epoch ends."
+        None,
+        help="Save a sharded checkpoint every N optimizer steps (and at each epoch end); null = epoch ends.",
     )
     keep: int = option(2, help="Keep the newest N checkpoints.")
     save_final: bool = option(True, help="Export OUTPUT_DIR/final/ in Hugging Face format at the end.")
@@ -276,7 +282,9 @@ class TranslateConfig:
     output_dir: str = option(help="Translated JSONL files and report.json.")
     seed: int = option(42, help="Seed.")
     model: ModelConfig = option(help="The translating model.", factory=ModelConfig)
-    sources: list[SourceConfig] = option(help="Sources to translate (same schema as data.sources).", factory=list)
+    sources: list[SourceConfig] = option(
+        help="Sources to translate (same schema as data.sources).", factory=list
+    )
     target_lang: str = option("fi", help="Target language code.")
     generation: GenerationConfig = option(help="Decoding.", factory=GenerationConfig)
     distributed: DistributedConfig = option(help="Process group.", factory=DistributedConfig)

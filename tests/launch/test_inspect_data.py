@@ -16,7 +16,7 @@ def _inspect(repo, *args):
 
 
 def test_inspect_tiny_recipe_reports_counts_and_marks_trained_spans(repo, tmp_path):
-    proc = _inspect(repo, "data.prompt_masking=true", f"data.cache_dir={tmp_path}")
+    proc = _inspect(repo, "data.prompt_masking=true", "train.max_seq_len=4096", f"data.cache_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "source data/samples/chat_en.jsonl: 66 rows -> 66 records" in out

@@ -61,7 +61,9 @@ def test_rewards_are_detached():
     assert losses.requires_grad and not chosen.requires_grad and not rejected.requires_grad
 
 
-@pytest.mark.parametrize("loss_type,eps", [("sigmoid", 0.0), ("sigmoid", 0.2), ("hinge", 0.0), ("ipo", 0.0), ("robust", 0.2)])
+@pytest.mark.parametrize(
+    "loss_type,eps", [("sigmoid", 0.0), ("sigmoid", 0.2), ("hinge", 0.0), ("ipo", 0.0), ("robust", 0.2)]
+)
 def test_gradcheck(loss_type, eps):
     torch.manual_seed(0)
     # hinge is not differentiable at beta d = 1; random inputs avoid the kink.

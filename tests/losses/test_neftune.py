@@ -39,8 +39,12 @@ def test_per_document_lengths_in_packed_rows():
     """Row [doc0 x 30, doc1 x 10, pad x 4]: doc0 tokens bounded by alpha/sqrt(30 d), doc1 by alpha/sqrt(10 d)."""
     width, alpha = 512, 5.0
     doc_ids = torch.tensor([[0] * 30 + [1] * 10 + [-1] * 4])
-    noise = _noise(torch.zeros(1, 44, width), alpha=alpha, document_ids=doc_ids,
-                   generator=torch.Generator().manual_seed(1))
+    noise = _noise(
+        torch.zeros(1, 44, width),
+        alpha=alpha,
+        document_ids=doc_ids,
+        generator=torch.Generator().manual_seed(1),
+    )
     b0, b1 = alpha / math.sqrt(30 * width), alpha / math.sqrt(10 * width)
     assert noise[0, :30].abs().max() <= b0 * (1 + 1e-6)
     assert noise[0, 30:40].abs().max() <= b1 * (1 + 1e-6)

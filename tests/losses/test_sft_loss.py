@@ -59,7 +59,9 @@ def test_token_logps_match_log_softmax():
     logits = torch.randn(3, 7, 11)
     labels = torch.randint(0, 11, (3, 7))
     labels[0, 3] = -100
-    expected = torch.log_softmax(logits[:, :-1], -1).gather(-1, labels[:, 1:].clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    expected = (
+        torch.log_softmax(logits[:, :-1], -1).gather(-1, labels[:, 1:].clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    )
     expected = expected * (labels[:, 1:] != -100)
     torch.testing.assert_close(token_logps(logits, labels), expected)
 

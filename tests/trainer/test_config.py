@@ -47,8 +47,13 @@ def test_overrides_scalars_lists_and_indices(recipe):
     cfg = load_config(
         SFTConfig,
         recipe,
-        ["train.max_steps=5", "data.sources.1.fraction=0.4", "optim.betas=[0.9, 0.95]", "resume=none",
-         "model.init_config={model_type: llama, hidden_size: 32}"],
+        [
+            "train.max_steps=5",
+            "data.sources.1.fraction=0.4",
+            "optim.betas=[0.9, 0.95]",
+            "resume=none",
+            "model.init_config={model_type: llama, hidden_size: 32}",
+        ],
     )
     assert cfg.train.max_steps == 5
     assert cfg.data.sources[1].fraction == 0.4
@@ -74,7 +79,10 @@ def test_overrides_without_file():
         ("train.micro_bach_size=2", "unknown key 'train.micro_bach_size'; did you mean 'micro_batch_size'?"),
         ("optimm.lr=1", "unknown key 'optimm'; did you mean 'optim'?"),
         ("data.sources.0.fromat=messages", "unknown key 'data.sources.0.fromat'; did you mean 'format'?"),
-        ("optim.scheduler=cosin", "'cosin' is not one of 'cosine', 'linear', 'constant'; did you mean 'cosine'?"),
+        (
+            "optim.scheduler=cosin",
+            "'cosin' is not one of 'cosine', 'linear', 'constant'; did you mean 'cosine'?",
+        ),
         ("train.epochs=two", "train.epochs: expected an integer, got 'two'"),
         ("train.epochs=1.5", "train.epochs: expected an integer"),
         ("train.activation_checkpointing=maybe", "expected true or false"),
@@ -131,8 +139,19 @@ def test_resolved_config_round_trips(recipe, tmp_path):
 
 def test_fixed_key_names_exist():
     keys = {key for key, *_ in iter_fields(SFTConfig)}
-    for fixed in ("output_dir", "seed", "model.path", "train.max_steps", "train.epochs", "train.global_batch_size",
-                  "train.micro_batch_size", "train.max_seq_len", "optim.lr", "checkpoint.every_steps", "resume"):
+    for fixed in (
+        "output_dir",
+        "seed",
+        "model.path",
+        "train.max_steps",
+        "train.epochs",
+        "train.global_batch_size",
+        "train.micro_batch_size",
+        "train.max_seq_len",
+        "optim.lr",
+        "checkpoint.every_steps",
+        "resume",
+    ):
         assert fixed in keys
     assert {k for k, *_ in iter_fields(DPOConfig)} >= {"dpo.beta", "reference.mode", "reference.path"}
 

@@ -31,12 +31,15 @@ def _run(cmd, tmp_path, env=None):
     base = {k: v for k, v in os.environ.items() if k not in TORCHRUN_VARS}
     base["PYTHONPATH"] = os.getcwd() + os.pathsep + base.get("PYTHONPATH", "")
     base.update(env or {})
-    return subprocess.run([*cmd, str(script), str(tmp_path)], capture_output=True, text=True, env=base,
-                          timeout=180)
+    return subprocess.run(
+        [*cmd, str(script), str(tmp_path)], capture_output=True, text=True, env=base, timeout=180
+    )
 
 
 def test_two_process_gloo_all_reduce(tmp_path):
-    proc = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], tmp_path)
+    proc = _run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for r, res in enumerate(results):
