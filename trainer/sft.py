@@ -1,0 +1,31 @@
+"""Supervised fine-tuning: the SFT task on the shared trainer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trainer.jobs import SFTConfig
+from trainer.tasks import NEFTuneHook, SFTTask
+from trainer.trainer import Trainer, dry_run_plan
+
+
+def make_sft_task(*, tokenizer: Any, model: Any, bundle: Any, info: Any, alpha: float | None) -> SFTTask:
+    neftune = NEFTuneHook(model.get_input_embeddings(), alpha) if alpha else None
+    return SFTTask(pad_id=tokenizer.pad_token_id, neftune=neftune)
+
+
+def run_sft(cfg: SFTConfig) -> None:
+    trainer = Trainer(
+        cfg,
+        make_task=lambda **kw: make_sft_task(**kw, alpha=cfg.train.neftune_alpha),
+        expect="sft",
+    )
+    try:
+        trainer.setup()
+        trainer.train()
+    finally:
+        trainer.close()
+
+
+def dry_run_sft(cfg: SFTConfig, world_size: int) -> list[str]:
+    return dry_run_plan(cfg, expect="sft", world_size=world_size)

@@ -1,0 +1,457 @@
+"""The FSDP2 training loop shared by SFT and DPO, readable top to bottom:
+
+runtime -> config on disk -> tokenizer and data -> plan -> model (sharded) -> optimizer -> resume
+-> for each optimizer step: micro-batches, global normaliser, forward/backward, clip, step, log, checkpoint
+-> Hugging Face export
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from data.pipeline import DataBundle, build_dataset
+from data.sampler import StepSampler
+from trainer import checkpoint as ckpt
+from trainer.config import write_config
+from trainer.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    init_distributed,
+    seed_everything,
+    setup_logging,
+    teardown,
+)
+from trainer.metrics import MetricsLogger, Timer, peak_memory_bytes, truncate_metrics
+from trainer.model import build_model, load_tokenizer
+from trainer.optim import build_optimizer, lr_at, set_lr
+from trainer.parallel import apply_activation_checkpointing, shard_model, tied_embeddings
+from trainer.tasks import Task
+
+logger = logging.getLogger("sisu")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How a run splits into steps; printed at start and by --dry-run."""
+
+    world_size: int
+    num_nodes: int
+    micro_batch_size: int
+    global_batch_size: int
+    grad_accum: int
+    num_examples: int
+    steps_per_epoch: int
+    epochs: int
+    total_steps: int
+    dropped_per_epoch: int
+    tokens_per_step: float
+    warmup_steps: int
+
+    def lines(self) -> list[str]:
+        return [
+            f"world size {self.world_size} ({self.num_nodes} node(s)); micro batch {self.micro_batch_size}, "
+            f"global batch {self.global_batch_size}, gradient accumulation {self.grad_accum}",
+            f"{self.num_examples} examples: {self.steps_per_epoch} steps per epoch "
+            f"({self.dropped_per_epoch} examples beyond the last full global batch are left out each epoch), "
+            f"{self.epochs} epoch(s), {self.total_steps} optimizer steps, {self.warmup_steps} warmup",
+            f"about {self.tokens_per_step:.0f} tokens per optimizer step (mean example length x global batch)",
+        ]
+
+
+def make_plan(
+    cfg: Any, *, num_examples: int, mean_length: float, world_size: int, num_nodes: int = 1
+) -> Plan:
+    train = cfg.train
+    per_step = train.micro_batch_size * world_size
+    if train.global_batch_size % per_step:
+        raise ValueError(
+            f"train.global_batch_size ({train.global_batch_size}) must be a multiple of train.micro_batch_size "
+            f"({train.micro_batch_size}) x world size ({world_size}) = {per_step}"
+        )
+    steps_per_epoch = num_examples // train.global_batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"only {num_examples} examples: fewer than one global batch ({train.global_batch_size}); "
+            "lower train.global_batch_size or add data"
+        )
+    total = train.max_steps if train.max_steps is not None else steps_per_epoch * train.epochs
+    epochs = math.ceil(total / steps_per_epoch)
+    return Plan(
+        world_size=world_size,
+        num_nodes=num_nodes,
+        micro_batch_size=train.micro_batch_size,
+        global_batch_size=train.global_batch_size,
+        grad_accum=train.global_batch_size // per_step,
+        num_examples=num_examples,
+        steps_per_epoch=steps_per_epoch,
+        epochs=epochs,
+        total_steps=total,
+        dropped_per_epoch=num_examples - steps_per_epoch * train.global_batch_size,
+        tokens_per_step=mean_length * train.global_batch_size,
+        warmup_steps=math.ceil(cfg.optim.warmup_ratio * total),
+    )
+
+
+class StopRequested(Exception):
+    """SIGTERM/SIGUSR1 arrived: the current step finished and a checkpoint was written."""
+
+
+class Trainer:
+    """Runs one training job. `make_task(tokenizer, model, bundle, info)` supplies the SFT or DPO specifics."""
+
+    def __init__(self, cfg: Any, *, make_task: Callable[..., Task], expect: str) -> None:
+        self.cfg = cfg
+        self.make_task = make_task
+        self.expect = expect
+        self.output_dir = Path(cfg.output_dir)
+        self._stop_signal: int | None = None
+
+    # -- setup -------------------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.info: DistInfo = init_distributed(
+            backend=cfg.distributed.backend, timeout_minutes=cfg.distributed.timeout_minutes
+        )
+        log_dir = self.output_dir / "logs" if cfg.logging.per_rank_files else None
+        setup_logging(rank=self.info.rank, level=cfg.logging.level, log_dir=log_dir)
+        seed_everything(cfg.seed)
+        if self.info.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            write_config(cfg, self.output_dir / "config.yaml")
+        self.tokenizer = load_tokenizer(cfg.model)
+        self.bundle: DataBundle = self._load_data()
+        self.sampler = StepSampler(
+            self.bundle.lengths(),
+            global_batch_size=cfg.train.global_batch_size,
+            micro_batch_size=cfg.train.micro_batch_size,
+            rank=self.info.rank,
+            world_size=self.info.world_size,
+            seed=cfg.seed,
+            shuffle=cfg.data.shuffle,
+            group_by_length=cfg.data.group_by_length,
+        )
+        lengths = self.bundle.lengths()
+        self.plan = make_plan(
+            cfg,
+            num_examples=len(lengths),
+            mean_length=sum(lengths) / len(lengths),
+            world_size=self.info.world_size,
+            num_nodes=self.info.num_nodes,
+        )
+        for line in self.plan.lines():
+            logger.info("plan: %s", line)
+        self.model = self._build_model()
+        self.task = self.make_task(
+            tokenizer=self.tokenizer, model=self.model, bundle=self.bundle, info=self.info
+        )
+        self.optimizer = build_optimizer(self.model, cfg.optim, device=self.info.device)
+        # per-rank randomness from here on (NEFTune noise); resumed runs restore it from the checkpoint
+        torch.manual_seed(cfg.seed * 1000 + self.info.rank + 1)
+
+    def _load_data(self) -> DataBundle:
+        cfg = self.cfg
+        # rank 0 tokenizes first and fills the cache; the other ranks then read it instead of redoing the work
+        if self.info.is_main:
+            bundle = build_dataset(
+                cfg.data, tokenizer=self.tokenizer, max_seq_len=cfg.train.max_seq_len, expect=self.expect
+            )
+        if dist.get_world_size() > 1:
+            dist.barrier()
+        if not self.info.is_main:
+            bundle = build_dataset(
+                cfg.data, tokenizer=self.tokenizer, max_seq_len=cfg.train.max_seq_len, expect=self.expect
+            )
+        if self.info.is_main:
+            for line in bundle.summary_lines():
+                logger.info("data: %s", line)
+        return bundle
+
+    def _build_model(self) -> torch.nn.Module:
+        cfg, info = self.cfg, self.info
+        vocab = len(self.tokenizer)
+        from_weights = cfg.model.init_config is None
+        broadcast = from_weights and info.world_size > 1
+        # With weights and several ranks, only rank 0 reads them; the others build a skeleton on the meta
+        # device and receive their shards by broadcast (no per-rank full copy of a 34B model in host memory).
+        device = "meta" if broadcast and not info.is_main else "cpu"
+        model = build_model(cfg.model, vocab_size=vocab, device=device)
+        if not from_weights and model.get_input_embeddings().num_embeddings < vocab:
+            raise ValueError(f"model.init_config vocab_size is smaller than the tokenizer's {vocab} tokens")
+        full_state = model.state_dict() if broadcast and info.is_main else None
+        buffers = {name for name, _ in model.named_buffers()}
+        persistent = set(model.state_dict().keys()) if info.is_main or not broadcast else None
+        model.config.use_cache = False
+        if cfg.train.activation_checkpointing:
+            apply_activation_checkpointing(model)
+        shard_model(
+            model,
+            device=info.device,
+            mixed_precision=cfg.train.mixed_precision,
+            reshard_after_forward=cfg.train.reshard_after_forward,
+            cpu_offload=cfg.train.cpu_offload,
+            compile_blocks=cfg.train.compile,
+        )
+        if broadcast:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+            if not info.is_main:
+                model.to_empty(device=info.device)
+            set_model_state_dict(
+                model,
+                full_state if full_state is not None else {},
+                options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True),
+            )
+            # non-persistent buffers (rotary frequencies) are not in the state dict: copy them from rank 0
+            names = sorted(buffers - (persistent or set()))
+            names_list = [names]
+            dist.broadcast_object_list(names_list, src=0)
+            named = dict(model.named_buffers())
+            for name in names_list[0]:
+                if name in named:
+                    dist.broadcast(named[name], src=0)
+            del full_state
+        else:
+            model.to(info.device)
+        model.train()
+        num_params = sum(p.numel() for p in model.parameters())
+        logger.info(
+            "model: %s, %.1fM parameters, tied embeddings: %s, activation checkpointing: %s",
+            type(model).__name__,
+            num_params / 1e6,
+            tied_embeddings(model),
+            cfg.train.activation_checkpointing,
+        )
+        return model
+
+    # -- resume ------------------------------------------------------------------------------------------------
+
+    def _resume(self) -> dict[str, Any] | None:
+        resume = self.cfg.resume
+        if resume == "none":
+            return None
+        if resume == "auto":
+            found = ckpt.list_checkpoints(self.output_dir / "checkpoints")
+            if not found:
+                return None
+            path = found[-1][1]
+        else:
+            path = Path(resume)
+            if not path.is_dir():
+                raise ValueError(f"resume={resume}: no such checkpoint directory")
+        state = ckpt.load_checkpoint(path, model=self.model, optimizer=self.optimizer)
+        logger.info("resumed from %s (step %d, epoch %d)", path, state["step"], state["epoch"])
+        return state
+
+    # -- signals -----------------------------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: Any) -> None:
+            self._stop_signal = signum
+
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, handler)
+
+    def _stop_agreed(self) -> bool:
+        flag = torch.tensor([1 if self._stop_signal is not None else 0], dtype=torch.int64)
+        return bool(all_reduce_sum(flag).item())
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+
+    def train(self) -> Path | None:
+        cfg, info, plan = self.cfg, self.info, self.plan
+        state = self._resume()
+        step = state["step"] if state else 0
+        bad_steps = state.get("bad_steps_total", 0) if state else 0
+        if info.is_main:
+            truncate_metrics(self.output_dir / "metrics.jsonl", last_step=step)
+        metrics = MetricsLogger(
+            self.output_dir,
+            enabled=info.is_main,
+            tensorboard=cfg.logging.tensorboard,
+            every_steps=cfg.logging.every_steps,
+        )
+        self._install_signal_handlers()
+        timer = Timer()
+        consecutive_bad = 0
+        steps_this_run = 0
+        every = cfg.checkpoint.every_steps
+        try:
+            while step < plan.total_steps:
+                epoch, step_in_epoch = divmod(step, plan.steps_per_epoch)
+                step_timer = Timer()
+                record, finite = self._optimizer_step(epoch, step_in_epoch, step)
+                step += 1
+                steps_this_run += 1
+                if not finite:
+                    bad_steps += 1
+                    consecutive_bad += 1
+                    logger.warning(
+                        "step %d: non-finite loss or gradient norm; update skipped (%d in a row)",
+                        step,
+                        consecutive_bad,
+                    )
+                    if consecutive_bad >= cfg.train.max_bad_steps:
+                        raise RuntimeError(
+                            f"{consecutive_bad} consecutive steps with a non-finite loss or gradient norm "
+                            f"(train.max_bad_steps={cfg.train.max_bad_steps}); stopping. The last checkpoint is intact."
+                        )
+                else:
+                    consecutive_bad = 0
+                seconds = step_timer.elapsed()
+                record.update(
+                    step=step,
+                    epoch=epoch,
+                    tokens_per_second=record.pop("real_tokens") / seconds,
+                    step_seconds=seconds,
+                    elapsed_seconds=timer.elapsed(),
+                    peak_memory_gb=peak_memory_bytes(info.device) / 1e9,
+                    bad_steps=bad_steps,
+                )
+                metrics.log(
+                    record,
+                    total_steps=plan.total_steps,
+                    elapsed=timer.elapsed(),
+                    steps_done_this_run=steps_this_run,
+                )
+                _debug_kill(step)
+                end_of_epoch = step % plan.steps_per_epoch == 0
+                stop = self._stop_agreed()
+                if stop or end_of_epoch or (every and step % every == 0) or step == plan.total_steps:
+                    self._save(step, bad_steps)
+                if stop:
+                    raise StopRequested()
+        except StopRequested:
+            logger.warning(
+                "stopping at step %d on signal %s; checkpoint written, resume with resume=auto",
+                step,
+                self._stop_signal,
+            )
+            metrics.close()
+            return None
+        metrics.close()
+        if cfg.checkpoint.save_final:
+            out = ckpt.export_hf(
+                self.model,
+                self.output_dir / "final",
+                tokenizer=self.tokenizer,
+                max_shard_size=cfg.checkpoint.max_shard_size,
+            )
+            if info.is_main:
+                logger.info("exported Hugging Face model to %s", out)
+            return self.output_dir / "final"
+        return None
+
+    def _optimizer_step(self, epoch: int, step_in_epoch: int, step: int) -> tuple[dict[str, Any], bool]:
+        """One optimizer step over this rank's micro-batches; returns the step's metrics and finiteness."""
+        cfg, info = self.cfg, self.info
+        micro_indices = self.sampler.step_indices(epoch, step_in_epoch)
+        batches = [self.task.collate([self.bundle.examples[i] for i in idx]) for idx in micro_indices]
+        local = torch.tensor([sum(self.task.normaliser(b) for b in batches)], dtype=torch.float64)
+        normaliser = float(all_reduce_sum(local).item())
+        lr = lr_at(step, total_steps=self.plan.total_steps, cfg=cfg.optim)
+        set_lr(self.optimizer, lr)
+        sums: dict[str, float] = {}
+        real_tokens = 0
+        for batch in batches:
+            batch = {k: v.to(info.device, non_blocking=True) for k, v in batch.items()}
+            loss_sum, stats = self.task.loss(self.model, batch)
+            (loss_sum / max(normaliser, 1.0)).backward()
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + value
+            real_tokens += int(batch["attention_mask"].sum())
+        keys = sorted(sums)
+        totals = all_reduce_sum(
+            torch.tensor([sums[k] for k in keys] + [real_tokens], dtype=torch.float64)
+        ).tolist()
+        totals_by_key = dict(zip(keys, totals[:-1]))
+        if cfg.train.max_grad_norm is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.max_grad_norm)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm(
+                [p.grad for p in self.model.parameters() if p.grad is not None]
+            )
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
+        grad_norm = float(grad_norm)
+        loss = totals_by_key["loss_sum"] / max(normaliser, 1.0)
+        finite = math.isfinite(loss) and math.isfinite(grad_norm)
+        if finite:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        record = {"loss": loss, "lr": lr, "grad_norm": grad_norm, "num_tokens": int(normaliser)}
+        record.update(
+            self.task.step_metrics(totals_by_key, normaliser) if hasattr(self.task, "step_metrics") else {}
+        )
+        record["real_tokens"] = totals[-1]
+        return record, finite
+
+    def _save(self, step: int, bad_steps: int) -> None:
+        epoch = step // self.plan.steps_per_epoch
+        trainer_state = {
+            "step": step,
+            "epoch": epoch,
+            "sampler": {"epoch": epoch, "step": step % self.plan.steps_per_epoch},
+            "bad_steps_total": bad_steps,
+            "world_size": self.info.world_size,
+            "total_steps": self.plan.total_steps,
+        }
+        path = ckpt.save_checkpoint(
+            self.output_dir / "checkpoints",
+            step=step,
+            model=self.model,
+            optimizer=self.optimizer,
+            trainer_state=trainer_state,
+            keep=self.cfg.checkpoint.keep,
+        )
+        logger.info("checkpoint: %s", path)
+
+    def close(self) -> None:
+        teardown()
+
+
+def _debug_kill(step: int) -> None:
+    """Test hook: SISU_DEBUG_SIGKILL_AFTER_STEP=N makes rank 0 die with SIGKILL after step N (like kill -9)."""
+    target = os.environ.get("SISU_DEBUG_SIGKILL_AFTER_STEP")
+    if target is not None and int(target) == step and (not dist.is_initialized() or dist.get_rank() == 0):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def dry_run_plan(cfg: Any, *, expect: str, world_size: int) -> list[str]:
+    """What --dry-run prints: validates, loads what is reachable (local files, cached hub data), never downloads."""
+    per_step = cfg.train.micro_batch_size * world_size
+    if cfg.train.global_batch_size % per_step:
+        raise ValueError(
+            f"train.global_batch_size ({cfg.train.global_batch_size}) must be a multiple of train.micro_batch_size "
+            f"({cfg.train.micro_batch_size}) x world size ({world_size}) = {per_step}"
+        )
+    lines = [
+        f"config valid; output_dir {cfg.output_dir}",
+        f"world size {world_size}; micro batch {cfg.train.micro_batch_size}, global batch "
+        f"{cfg.train.global_batch_size}, gradient accumulation {cfg.train.global_batch_size // per_step}",
+    ]
+    try:
+        tokenizer = load_tokenizer(cfg.model)
+        bundle = build_dataset(
+            cfg.data, tokenizer=tokenizer, max_seq_len=cfg.train.max_seq_len, expect=expect
+        )
+    except (ValueError, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        lines.append(f"not reachable from here, so no data statistics or step counts: {reason}")
+        return lines
+    lines += bundle.summary_lines()
+    lengths = bundle.lengths()
+    plan = make_plan(
+        cfg, num_examples=len(lengths), mean_length=sum(lengths) / len(lengths), world_size=world_size
+    )
+    return lines + plan.lines()
