@@ -1,0 +1,257 @@
+"""End-to-end SFT runs of the tiny recipe in subprocesses: parity across ranks/nodes, exact resume, export."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+TINY = "recipes/test/tiny_sft.yaml"
+STEPS = 6
+
+
+def _env(extra=None):
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")
+    }
+    env.update(extra or {})
+    return env
+
+
+def _sft(repo, out, *overrides, nproc=1, env=None, check=True):
+    launcher = [sys.executable]
+    if nproc > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    cmd = [
+        *launcher,
+        "launch/sft.py",
+        "--config",
+        TINY,
+        f"output_dir={out}",
+        f"train.max_steps={STEPS}",
+        f"data.cache_dir={out.parent / 'cache'}",
+        *overrides,
+    ]
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=_env(env), timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    root = tmp_path_factory.mktemp("sft")
+    one = root / "one"
+    two = root / "two"
+    # 1 process: global 8 / micro 2 = 4 accumulation steps; 2 processes: 2 accumulation steps each
+    _sft(repo, one)
+    _sft(repo, two, nproc=2)
+    return {"repo": repo, "root": root, "one": one, "two": two}
+
+
+def test_one_process_with_accumulation_equals_two_processes(runs):
+    one, two = _metrics(runs["one"]), _metrics(runs["two"])
+    assert [m["step"] for m in one] == list(range(1, STEPS + 1))
+    assert [m["num_tokens"] for m in one] == [m["num_tokens"] for m in two]
+    for a, b in zip(one, two):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    assert one[-1]["loss"] < one[0]["loss"]  # it learns
+    w1 = load_file(runs["one"] / "final" / "model.safetensors")
+    w2 = load_file(runs["two"] / "final" / "model.safetensors")
+    assert w1.keys() == w2.keys()
+    for key in w1:
+        torch.testing.assert_close(w1[key], w2[key], rtol=1e-4, atol=1e-6)
+
+
+def test_two_nodes_on_loopback_equal_two_processes(runs):
+    repo, out = runs["repo"], runs["root"] / "nodes"
+    port = _free_port()
+    cmd_base = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "2",
+        "--nproc_per_node",
+        "1",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"127.0.0.1:{port}",
+        "--rdzv-id",
+        "sisu-test",
+        "--local-addr",
+        "127.0.0.1",
+        "launch/sft.py",
+        "--config",
+        TINY,
+        f"output_dir={out}",
+        f"train.max_steps={STEPS}",
+        f"data.cache_dir={runs['root'] / 'cache'}",
+    ]
+    procs = [
+        subprocess.Popen(
+            cmd_base, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env()
+        )
+        for _ in range(2)
+    ]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(log[-2000:] for log in logs)
+    assert "2 node(s)" in "".join(logs)
+    for a, b in zip(_metrics(out), _metrics(runs["two"])):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+
+
+def test_exact_resume_after_kill_9(runs):
+    repo, out = runs["repo"], runs["root"] / "killed"
+    killed = _sft(
+        repo, out, "checkpoint.every_steps=2", env={"SISU_DEBUG_SIGKILL_AFTER_STEP": "3"}, check=False
+    )
+    assert killed.returncode == -9
+    assert len(_metrics(out)) == 3  # steps 1-3 logged; the newest checkpoint is step 2
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_2"]
+    _sft(repo, out, "checkpoint.every_steps=2")
+    resumed, straight = _metrics(out), _metrics(runs["one"])
+    assert [m["step"] for m in resumed] == list(range(1, STEPS + 1))
+    assert [m["loss"] for m in resumed] == [m["loss"] for m in straight]  # bitwise on CPU
+    assert [m["grad_norm"] for m in resumed] == [m["grad_norm"] for m in straight]
+
+
+def test_incomplete_checkpoint_is_ignored(runs, tmp_path):
+    import shutil
+
+    out = tmp_path / "partial"
+    shutil.copytree(runs["one"] / "checkpoints", out / "checkpoints")
+    (out / "checkpoints" / ".step_99.tmp").mkdir()
+    proc = _sft(runs["repo"], out, "train.max_steps=8")
+    assert "ignoring incomplete checkpoint" in proc.stdout + proc.stderr
+    assert "resumed from" in proc.stdout + proc.stderr
+    assert [m["step"] for m in _metrics(out)] == [7, 8]
+
+
+def test_export_reloads_equals_checkpoint_and_generates(runs):
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    final = runs["one"] / "final"
+    model = AutoModelForCausalLM.from_pretrained(final)
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # still tied
+    saved = runs["root"] / "ckpt.pt"
+    dcp_to_torch_save(runs["one"] / "checkpoints" / f"step_{STEPS}", saved)
+    trained = torch.load(saved, weights_only=False)["model"]
+    state = model.state_dict()
+    for key, value in trained.items():
+        torch.testing.assert_close(state[key], value, rtol=0, atol=0)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hei"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    out = model.generate(**prompt, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert out.shape[1] == prompt["input_ids"].shape[1] + 5 or out[0, -1] == tokenizer.eos_token_id
+
+
+def test_neftune_off_reproduces_baseline_and_on_changes_loss(runs):
+    repo = runs["repo"]
+    off = runs["root"] / "neft0"
+    on = runs["root"] / "neft5"
+    _sft(repo, off, "train.neftune_alpha=0.0", "train.max_steps=2")
+    _sft(repo, on, "train.neftune_alpha=5.0", "train.max_steps=2")
+    base = _metrics(runs["one"])[:2]
+    assert [m["loss"] for m in _metrics(off)] == pytest.approx([m["loss"] for m in base], rel=1e-6)
+    assert _metrics(on)[0]["loss"] != pytest.approx(base[0]["loss"], rel=1e-6)
+
+
+def test_prompt_masking_counts_only_assistant_tokens(runs, tiny_tokenizer):
+    from data.pipeline import build_dataset
+    from data.sampler import StepSampler
+    from trainer.config import load_config
+    from trainer.jobs import SFTConfig
+
+    repo = runs["repo"]
+    out = runs["root"] / "masked"
+    _sft(repo, out, "data.prompt_masking=true", "train.max_steps=2")
+    cfg = load_config(SFTConfig, os.path.join(repo, TINY), [f"output_dir={out}", "data.prompt_masking=true"])
+    cwd = os.getcwd()
+    os.chdir(repo)
+    try:
+        masked = build_dataset(
+            cfg.data, tokenizer=tiny_tokenizer, max_seq_len=cfg.train.max_seq_len, use_cache=False
+        )
+    finally:
+        os.chdir(cwd)
+    sampler = StepSampler(
+        masked.lengths(), global_batch_size=8, micro_batch_size=8, rank=0, world_size=1, seed=cfg.seed
+    )
+    expected = [
+        sum(masked.examples[i].num_target_tokens for i in sampler.step_indices(0, s)[0]) for s in (0, 1)
+    ]
+    got = [m["num_tokens"] for m in _metrics(out)]
+    assert got == expected
+    unmasked = [m["num_tokens"] for m in _metrics(runs["one"])[:2]]
+    assert all(g < u for g, u in zip(got, unmasked))
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.micro_batch_size=3", "not divisible by train.micro_batch_size (3)"),
+        ("train.lr=1", "unknown key 'train.lr'"),
+        ("data.sources.0.path=missing.jsonl", "missing.jsonl"),
+        ("model.tokenizer=./no/such/dir", "does not exist"),
+    ],
+)
+def test_bad_config_and_data_fail_fast_with_one_line(runs, tmp_path, override, message):
+    proc = _sft(runs["repo"], tmp_path / "bad", override, check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_dry_run_prints_plan(runs, tmp_path):
+    cmd = [
+        sys.executable,
+        "launch/sft.py",
+        "--config",
+        TINY,
+        "--dry-run",
+        "--world-size",
+        "2",
+        f"output_dir={tmp_path}",
+        f"data.cache_dir={tmp_path}",
+    ]
+    proc = subprocess.run(cmd, cwd=runs["repo"], capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "world size 2; micro batch 2, global batch 8, gradient accumulation 2" in proc.stdout
+    assert "16 steps per epoch" in proc.stdout and "8 optimizer steps" in proc.stdout
+    assert not (tmp_path / "metrics.jsonl").exists()
+    hub = subprocess.run(
+        [*cmd, "model.tokenizer=SomeOrg/not-cached"],
+        cwd=runs["repo"],
+        capture_output=True,
+        text=True,
+        env=_env({"HF_HUB_OFFLINE": "1"}),
+        timeout=300,
+    )
+    assert hub.returncode == 0 and "not reachable from here" in hub.stdout and "HF_HUB_OFFLINE" in hub.stdout
