@@ -9,7 +9,7 @@ STAMP := $(VENV)/.sisu-installed-$(shell cat setup.cfg pyproject.toml | sha1sum 
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test lint demo demo-model clean
+.PHONY: setup test lint demo clean
 
 setup: $(STAMP)
 
@@ -30,8 +30,18 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+DEMO_OUT ?= outputs/demo
+TORCHRUN := $(PY) -m torch.distributed.run --standalone --nproc_per_node 2
+
 demo: setup
-	@echo "make demo arrives with the SFT trainer (issue 4); see README.md" && exit 1
+	@rm -rf $(DEMO_OUT); start=$$(date +%s); \
+	$(PY) launch/convert_gguf.py && \
+	$(TORCHRUN) launch/sft.py --config recipes/demo/sft.yaml output_dir=$(DEMO_OUT)/sft && \
+	echo && echo "demo finished in $$(( $$(date +%s) - start )) s" && \
+	echo "  SFT metrics:     $(DEMO_OUT)/sft/metrics.jsonl" && \
+	echo "  TensorBoard:     $(PY) -m tensorboard.main --logdir $(DEMO_OUT)" && \
+	echo "  checkpoints:     $(DEMO_OUT)/sft/checkpoints/" && \
+	echo "  exported model:  $(DEMO_OUT)/sft/final/ (AutoModelForCausalLM.from_pretrained)"
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

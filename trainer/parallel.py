@@ -48,8 +48,12 @@ def shard_model(
     reshard_after_forward: bool = True,
     cpu_offload: bool = False,
     compile_blocks: bool = False,
+    trainable: bool = True,
 ) -> torch.nn.Module:
-    """fully_shard each decoder block, then the root. Returns the (same, now FSDP) model."""
+    """fully_shard each decoder block, then the root. Returns the (same, now FSDP) model.
+
+    A trainable model keeps its root (embeddings, final norm, LM head) gathered between forward and backward;
+    a frozen one (DPO reference, generation) has no backward and reshards everything after forward."""
     assert dist.is_initialized(), "init_distributed() must run before shard_model()"
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     kwargs = {"mesh": mesh, "reshard_after_forward": reshard_after_forward}
@@ -63,8 +67,8 @@ def shard_model(
         if compile_blocks:
             block.compile()
         fully_shard(block, **kwargs)
-    # The root keeps its parameters gathered after forward: backward needs the LM head immediately.
-    fully_shard(model, **{**kwargs, "reshard_after_forward": False})
+    # Backward needs the root's parameters (LM head) right away: keep them gathered when training.
+    fully_shard(model, **{**kwargs, "reshard_after_forward": not trainable})
     for module in model.modules():
         if isinstance(module, FSDPModule):
             module.set_gradient_divide_factor(1.0)

@@ -19,8 +19,9 @@ from losses import neftune_noise, sft_loss
 
 class Task(Protocol):
     kind: str
+    count_name: str  # what `normaliser` counts: num_tokens (SFT) or num_pairs (DPO)
 
-    def collate(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]: ...
+    def collate(self, examples: Sequence[Any], indices: Sequence[int]) -> dict[str, torch.Tensor]: ...
 
     def normaliser(self, batch: dict[str, torch.Tensor]) -> int: ...
 
@@ -45,12 +46,13 @@ class NEFTuneHook:
 
 class SFTTask:
     kind = "sft"
+    count_name = "num_tokens"
 
     def __init__(self, *, pad_id: int, neftune: NEFTuneHook | None = None) -> None:
         self.pad_id = pad_id
         self.neftune = neftune
 
-    def collate(self, examples: Sequence[SFTExample]) -> dict[str, torch.Tensor]:
+    def collate(self, examples: Sequence[SFTExample], indices: Sequence[int]) -> dict[str, torch.Tensor]:
         return collate_sft(examples, pad_id=self.pad_id)
 
     def normaliser(self, batch: dict[str, torch.Tensor]) -> int:

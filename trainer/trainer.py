@@ -22,6 +22,7 @@ import torch.distributed as dist
 from data.pipeline import DataBundle, build_dataset
 from data.sampler import StepSampler
 from trainer import checkpoint as ckpt
+from trainer.builder import build_sharded_model
 from trainer.config import write_config
 from trainer.distributed import (
     DistInfo,
@@ -32,9 +33,8 @@ from trainer.distributed import (
     teardown,
 )
 from trainer.metrics import MetricsLogger, Timer, peak_memory_bytes, truncate_metrics
-from trainer.model import build_model, load_tokenizer
+from trainer.model import load_tokenizer
 from trainer.optim import build_optimizer, lr_at, set_lr
-from trainer.parallel import apply_activation_checkpointing, shard_model, tied_embeddings
 from trainer.tasks import Task
 
 logger = logging.getLogger("sisu")
@@ -151,7 +151,9 @@ class Trainer:
         )
         for line in self.plan.lines():
             logger.info("plan: %s", line)
-        self.model = self._build_model()
+        self.model = build_sharded_model(
+            cfg.model, cfg.train, info=self.info, vocab_size=len(self.tokenizer), seed=cfg.seed
+        )
         self.task = self.make_task(
             tokenizer=self.tokenizer, model=self.model, bundle=self.bundle, info=self.info
         )
@@ -176,63 +178,6 @@ class Trainer:
             for line in bundle.summary_lines():
                 logger.info("data: %s", line)
         return bundle
-
-    def _build_model(self) -> torch.nn.Module:
-        cfg, info = self.cfg, self.info
-        vocab = len(self.tokenizer)
-        from_weights = cfg.model.init_config is None
-        broadcast = from_weights and info.world_size > 1
-        # With weights and several ranks, only rank 0 reads them; the others build a skeleton on the meta
-        # device and receive their shards by broadcast (no per-rank full copy of a 34B model in host memory).
-        device = "meta" if broadcast and not info.is_main else "cpu"
-        model = build_model(cfg.model, vocab_size=vocab, device=device)
-        if not from_weights and model.get_input_embeddings().num_embeddings < vocab:
-            raise ValueError(f"model.init_config vocab_size is smaller than the tokenizer's {vocab} tokens")
-        full_state = model.state_dict() if broadcast and info.is_main else None
-        buffers = {name for name, _ in model.named_buffers()}
-        persistent = set(model.state_dict().keys()) if info.is_main or not broadcast else None
-        model.config.use_cache = False
-        if cfg.train.activation_checkpointing:
-            apply_activation_checkpointing(model)
-        shard_model(
-            model,
-            device=info.device,
-            mixed_precision=cfg.train.mixed_precision,
-            reshard_after_forward=cfg.train.reshard_after_forward,
-            cpu_offload=cfg.train.cpu_offload,
-            compile_blocks=cfg.train.compile,
-        )
-        if broadcast:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-            if not info.is_main:
-                model.to_empty(device=info.device)
-            set_model_state_dict(
-                model,
-                full_state if full_state is not None else {},
-                options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True),
-            )
-            # non-persistent buffers (rotary frequencies) are not in the state dict: copy them from rank 0
-            names = sorted(buffers - (persistent or set()))
-            names_list = [names]
-            dist.broadcast_object_list(names_list, src=0)
-            named = dict(model.named_buffers())
-            for name in names_list[0]:
-                if name in named:
-                    dist.broadcast(named[name], src=0)
-            del full_state
-        else:
-            model.to(info.device)
-        model.train()
-        num_params = sum(p.numel() for p in model.parameters())
-        logger.info(
-            "model: %s, %.1fM parameters, tied embeddings: %s, activation checkpointing: %s",
-            type(model).__name__,
-            num_params / 1e6,
-            tied_embeddings(model),
-            cfg.train.activation_checkpointing,
-        )
-        return model
 
     # -- resume ------------------------------------------------------------------------------------------------
 
@@ -313,6 +258,7 @@ class Trainer:
                     step=step,
                     epoch=epoch,
                     tokens_per_second=record.pop("real_tokens") / seconds,
+                    **({"pairs_per_second": record["num_pairs"] / seconds} if "num_pairs" in record else {}),
                     step_seconds=seconds,
                     elapsed_seconds=timer.elapsed(),
                     peak_memory_gb=peak_memory_bytes(info.device) / 1e9,
@@ -356,7 +302,7 @@ class Trainer:
         """One optimizer step over this rank's micro-batches; returns the step's metrics and finiteness."""
         cfg, info = self.cfg, self.info
         micro_indices = self.sampler.step_indices(epoch, step_in_epoch)
-        batches = [self.task.collate([self.bundle.examples[i] for i in idx]) for idx in micro_indices]
+        batches = [self.task.collate([self.bundle.examples[i] for i in idx], idx) for idx in micro_indices]
         local = torch.tensor([sum(self.task.normaliser(b) for b in batches)], dtype=torch.float64)
         normaliser = float(all_reduce_sum(local).item())
         lr = lr_at(step, total_steps=self.plan.total_steps, cfg=cfg.optim)
@@ -389,7 +335,7 @@ class Trainer:
         if finite:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        record = {"loss": loss, "lr": lr, "grad_norm": grad_norm, "num_tokens": int(normaliser)}
+        record = {"loss": loss, "lr": lr, "grad_norm": grad_norm, self.task.count_name: int(normaliser)}
         record.update(
             self.task.step_metrics(totals_by_key, normaliser) if hasattr(self.task, "step_metrics") else {}
         )

@@ -1,0 +1,87 @@
+"""Model construction for a run: load or initialise, optionally freeze, shard with FSDP2, place on the device."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.distributed as dist
+
+from trainer.distributed import DistInfo
+from trainer.jobs import ModelConfig, TrainConfig
+from trainer.model import build_model
+from trainer.parallel import apply_activation_checkpointing, shard_model, tied_embeddings
+
+logger = logging.getLogger("sisu")
+
+
+def build_sharded_model(
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    *,
+    info: DistInfo,
+    vocab_size: int,
+    seed: int,
+    trainable: bool = True,
+) -> torch.nn.Module:
+    """The model of `model_cfg`, sharded over all ranks. A frozen model (`trainable=False`, the DPO reference)
+    has no gradients, stays in eval mode and skips activation checkpointing.
+
+    With weights and several ranks, only rank 0 reads them; the others build a skeleton on the meta device and
+    receive their shards by broadcast, so no rank holds a per-rank full copy of a 34B model in host memory.
+    Random init (`model.init_config`) is seeded identically on every rank.
+    """
+    from_weights = model_cfg.init_config is None
+    broadcast = from_weights and info.world_size > 1
+    device = "meta" if broadcast and not info.is_main else "cpu"
+    torch.manual_seed(seed)
+    model = build_model(model_cfg, vocab_size=vocab_size, device=device)
+    if not from_weights and model.get_input_embeddings().num_embeddings < vocab_size:
+        raise ValueError(f"model.init_config vocab_size is smaller than the tokenizer's {vocab_size} tokens")
+    full_state = model.state_dict() if broadcast and info.is_main else None
+    model.config.use_cache = False
+    if not trainable:
+        model.requires_grad_(False)
+    elif train_cfg.activation_checkpointing:
+        apply_activation_checkpointing(model)
+    shard_model(
+        model,
+        device=info.device,
+        mixed_precision=train_cfg.mixed_precision,
+        reshard_after_forward=train_cfg.reshard_after_forward,
+        cpu_offload=train_cfg.cpu_offload and trainable,
+        compile_blocks=train_cfg.compile,
+        trainable=trainable,
+    )
+    if broadcast:
+        _receive_weights(model, full_state, info=info)
+    else:
+        model.to(info.device)
+    model.train(trainable)
+    if info.is_main:
+        logger.info(
+            "%s: %s, %.1fM parameters, tied embeddings: %s, activation checkpointing: %s",
+            "model" if trainable else "reference (frozen)",
+            type(model).__name__,
+            sum(p.numel() for p in model.parameters()) / 1e6,
+            tied_embeddings(model),
+            train_cfg.activation_checkpointing and trainable,
+        )
+    return model
+
+
+def _receive_weights(model: torch.nn.Module, full_state: dict | None, *, info: DistInfo) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    if not info.is_main:
+        model.to_empty(device=info.device)
+    set_model_state_dict(
+        model,
+        full_state if full_state is not None else {},
+        options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True),
+    )
+    # Non-persistent buffers (rotary frequencies) are not in the state dict: rank 0 has the real values.
+    persistent = set(model.state_dict().keys())
+    for name, buffer in model.named_buffers():
+        if name not in persistent:
+            dist.broadcast(buffer, src=0)

@@ -1,0 +1,257 @@
+"""Direct preference optimisation against a frozen reference model, on the shared trainer.
+
+The reference is sharded with FSDP2 on the same mesh as the policy (so a 34B pair fits where the policy
+fits), kept in eval mode without gradients or optimizer state. With `reference.mode: precompute` it runs once
+over the whole dataset before training; its log-probabilities are stored under OUTPUT_DIR/reference_logps/,
+keyed by a hash of the tokenized data and the reference model, reused in every epoch and after a resume, and the
+reference model is freed before the first step.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from data.collate import collate_preference
+from data.pipeline import DataBundle
+from data.tokenize import PreferenceExample
+from losses import dpo_loss, sequence_logps
+from trainer.builder import build_sharded_model
+from trainer.distributed import DistInfo, all_reduce_sum
+from trainer.jobs import DPOConfig, ModelConfig
+from trainer.trainer import Trainer, dry_run_plan
+
+logger = logging.getLogger("sisu")
+
+METRIC_SUMS = (
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/accuracies",
+    "rewards/margins",
+    "logps/chosen",
+    "logps/rejected",
+)
+
+
+def resolve_reference_mode(cfg: DPOConfig) -> str:
+    """auto: precompute when the data is seen more than once (epochs > 1), else live."""
+    if cfg.reference.mode != "auto":
+        return cfg.reference.mode
+    return "precompute" if cfg.train.epochs > 1 else "live"
+
+
+def reference_model_config(cfg: DPOConfig) -> ModelConfig:
+    if cfg.reference.path is None:
+        return cfg.model
+    return ModelConfig(**{**cfg.model.__dict__, "path": cfg.reference.path, "init_config": None})
+
+
+def pair_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed completion log-probs of the chosen rows (first half) and rejected rows (second half): ([B], [B])."""
+    logits = model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+    ).logits
+    logps = sequence_logps(logits, batch["labels"])
+    half = logps.shape[0] // 2
+    return logps[:half], logps[half:]
+
+
+class DPOTask:
+    kind = "preference"
+    count_name = "num_pairs"
+
+    def __init__(
+        self,
+        *,
+        pad_id: int,
+        beta: float,
+        loss_type: str,
+        label_smoothing: float,
+        reference: torch.nn.Module | None = None,
+        reference_logps: torch.Tensor | None = None,
+    ) -> None:
+        assert (reference is None) != (reference_logps is None), (
+            "need exactly one of a live or precomputed reference"
+        )
+        self.pad_id = pad_id
+        self.beta = beta
+        self.loss_type = loss_type
+        self.label_smoothing = label_smoothing
+        self.reference = reference
+        self.reference_logps = reference_logps  # [N, 2] float64: chosen, rejected
+
+    def collate(
+        self, examples: Sequence[PreferenceExample], indices: Sequence[int]
+    ) -> dict[str, torch.Tensor]:
+        batch = collate_preference(examples, pad_id=self.pad_id)
+        batch["index"] = torch.tensor(list(indices), dtype=torch.long)
+        return batch
+
+    def normaliser(self, batch: dict[str, torch.Tensor]) -> int:
+        return int(batch["index"].numel())
+
+    def loss(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        policy_chosen, policy_rejected = pair_logps(model, batch)
+        if self.reference is not None:
+            with torch.no_grad():
+                ref_chosen, ref_rejected = pair_logps(self.reference, batch)
+        else:
+            stored = self.reference_logps[batch["index"].cpu()].to(policy_chosen.device, policy_chosen.dtype)
+            ref_chosen, ref_rejected = stored[:, 0], stored[:, 1]
+        losses, chosen_rewards, rejected_rewards = dpo_loss(
+            policy_chosen,
+            policy_rejected,
+            ref_chosen,
+            ref_rejected,
+            beta=self.beta,
+            loss_type=self.loss_type,
+            label_smoothing=self.label_smoothing,
+        )
+        loss_sum = losses.sum()
+        stats = {
+            "loss_sum": float(loss_sum.detach()),
+            "rewards/chosen": float(chosen_rewards.sum()),
+            "rewards/rejected": float(rejected_rewards.sum()),
+            "rewards/accuracies": float((chosen_rewards > rejected_rewards).float().sum()),
+            "rewards/margins": float((chosen_rewards - rejected_rewards).sum()),
+            "logps/chosen": float(policy_chosen.detach().sum()),
+            "logps/rejected": float(policy_rejected.detach().sum()),
+        }
+        return loss_sum, stats
+
+    def step_metrics(self, totals: dict[str, float], normaliser: float) -> dict[str, float]:
+        return {key: totals[key] / max(normaliser, 1.0) for key in METRIC_SUMS}
+
+
+def model_fingerprint(model_cfg: ModelConfig, *, seed: int) -> str:
+    """Identity of the reference weights: the init config and seed, or the weight files' names, sizes and mtimes."""
+    if model_cfg.init_config is not None:
+        return json.dumps({"init_config": model_cfg.init_config, "seed": seed}, sort_keys=True, default=str)
+    assert model_cfg.path is not None
+    path = Path(os.path.expanduser(model_cfg.path))
+    if not path.is_dir():
+        return json.dumps({"hub": model_cfg.path})
+    files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
+    return json.dumps([[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files])
+
+
+def reference_cache_path(
+    output_dir: str | os.PathLike, bundle: DataBundle, fingerprint: str, settings: str
+) -> Path:
+    digest = hashlib.sha256()
+    digest.update(fingerprint.encode())
+    digest.update(settings.encode())
+    for example in bundle.examples:
+        digest.update(json.dumps([example.prompt_ids, example.chosen_ids, example.rejected_ids]).encode())
+    return Path(output_dir) / "reference_logps" / f"{digest.hexdigest()[:24]}.pt"
+
+
+@torch.no_grad()
+def precompute_reference_logps(
+    reference: torch.nn.Module, bundle: DataBundle, *, info: DistInfo, micro_batch_size: int, pad_id: int
+) -> torch.Tensor:
+    """[N, 2] (chosen, rejected) reference log-probs of every example, identical on all ranks.
+
+    Ranks take interleaved shares, longest first; every rank runs the same number of forwards (FSDP needs all
+    ranks in each collective), repeating an example where its share is shorter, and the results are summed.
+    """
+    num = len(bundle.examples)
+    mine = sorted(range(info.rank, num, info.world_size), key=lambda i: -bundle.examples[i].length)
+    per_rank = -(-num // info.world_size)
+    mine += mine[-1:] * (per_rank - len(mine)) if mine else [0] * per_rank
+    out = torch.zeros(num, 2, dtype=torch.float64)
+    filled = torch.zeros(num, dtype=torch.bool)
+    for start in range(0, per_rank, micro_batch_size):
+        idx = mine[start : start + micro_batch_size]
+        batch = collate_preference([bundle.examples[i] for i in idx], pad_id=pad_id)
+        batch = {k: v.to(info.device) for k, v in batch.items()}
+        chosen, rejected = pair_logps(reference, batch)
+        for row, i in enumerate(idx):
+            if not filled[i] and i % info.world_size == info.rank:
+                out[i, 0], out[i, 1] = float(chosen[row]), float(rejected[row])
+                filled[i] = True
+    return all_reduce_sum(out)
+
+
+def _save_tensor(tensor: torch.Tensor, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".ref-", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "wb") as handle:
+        torch.save(tensor, handle)
+    os.replace(tmp, path)
+
+
+def make_dpo_task(
+    cfg: DPOConfig, *, tokenizer: Any, model: Any, bundle: DataBundle, info: DistInfo
+) -> DPOTask:
+    mode = resolve_reference_mode(cfg)
+    ref_cfg = reference_model_config(cfg)
+    common = {
+        "pad_id": tokenizer.pad_token_id,
+        "beta": cfg.dpo.beta,
+        "loss_type": cfg.dpo.loss_type,
+        "label_smoothing": cfg.dpo.label_smoothing,
+    }
+
+    def build_reference() -> torch.nn.Module:
+        return build_sharded_model(
+            ref_cfg, cfg.train, info=info, vocab_size=len(tokenizer), seed=cfg.seed, trainable=False
+        )
+
+    logger.info(
+        "reference: mode %s, weights %s", mode, ref_cfg.path or "random init (same seed as the policy)"
+    )
+    if mode == "live":
+        return DPOTask(**common, reference=build_reference())
+    settings = json.dumps([cfg.train.mixed_precision, str(info.device.type)])
+    path = reference_cache_path(cfg.output_dir, bundle, model_fingerprint(ref_cfg, seed=cfg.seed), settings)
+    if path.is_file():
+        logps = torch.load(path, weights_only=True)
+        logger.info("reference log-probs: reusing %s", path)
+    else:
+        reference = build_reference()
+        logger.info("reference log-probs: computing %d pairs once", len(bundle.examples))
+        logps = precompute_reference_logps(
+            reference,
+            bundle,
+            info=info,
+            micro_batch_size=cfg.train.micro_batch_size,
+            pad_id=tokenizer.pad_token_id,
+        )
+        del reference
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if info.is_main:
+            _save_tensor(logps, path)
+            logger.info("reference log-probs: stored in %s; reference model freed", path)
+    return DPOTask(**common, reference_logps=logps)
+
+
+def run_dpo(cfg: DPOConfig) -> None:
+    trainer = Trainer(cfg, make_task=lambda **kw: make_dpo_task(cfg, **kw), expect="preference")
+    try:
+        trainer.setup()
+        trainer.train()
+    finally:
+        trainer.close()
+
+
+def dry_run_dpo(cfg: DPOConfig, world_size: int) -> list[str]:
+    lines = dry_run_plan(cfg, expect="preference", world_size=world_size)
+    lines.append(
+        f"dpo: beta {cfg.dpo.beta}, loss {cfg.dpo.loss_type}, label smoothing {cfg.dpo.label_smoothing}; "
+        f"reference {cfg.reference.path or cfg.model.path or 'init_config'} ({resolve_reference_mode(cfg)})"
+    )
+    return lines
