@@ -37,11 +37,12 @@ demo: setup
 	@rm -rf $(DEMO_OUT); start=$$(date +%s); \
 	$(PY) launch/convert_gguf.py && \
 	$(TORCHRUN) launch/sft.py --config recipes/demo/sft.yaml output_dir=$(DEMO_OUT)/sft && \
+	$(TORCHRUN) launch/dpo.py --config recipes/demo/dpo.yaml output_dir=$(DEMO_OUT)/dpo model.path=$(DEMO_OUT)/sft/final && \
 	echo && echo "demo finished in $$(( $$(date +%s) - start )) s" && \
-	echo "  SFT metrics:     $(DEMO_OUT)/sft/metrics.jsonl" && \
+	echo "  metrics:         $(DEMO_OUT)/sft/metrics.jsonl, $(DEMO_OUT)/dpo/metrics.jsonl" && \
 	echo "  TensorBoard:     $(PY) -m tensorboard.main --logdir $(DEMO_OUT)" && \
-	echo "  checkpoints:     $(DEMO_OUT)/sft/checkpoints/" && \
-	echo "  exported model:  $(DEMO_OUT)/sft/final/ (AutoModelForCausalLM.from_pretrained)"
+	echo "  checkpoints:     $(DEMO_OUT)/sft/checkpoints/, $(DEMO_OUT)/dpo/checkpoints/" && \
+	echo "  exported models: $(DEMO_OUT)/sft/final/, $(DEMO_OUT)/dpo/final/ (AutoModelForCausalLM.from_pretrained)"
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

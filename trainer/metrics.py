@@ -24,6 +24,16 @@ def peak_memory_bytes(device: torch.device) -> int:
     return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
+def current_rss_bytes() -> int:
+    """Resident set size of this process now (Linux /proc; falls back to the peak elsewhere)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            pages = int(handle.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return peak_memory_bytes(torch.device("cpu"))
+
+
 def truncate_metrics(path: str | os.PathLike, *, last_step: int) -> None:
     """Drop lines for steps after `last_step` (written after the checkpoint a resumed run starts from)."""
     path = Path(path)

@@ -32,7 +32,7 @@ from trainer.distributed import (
     setup_logging,
     teardown,
 )
-from trainer.metrics import MetricsLogger, Timer, peak_memory_bytes, truncate_metrics
+from trainer.metrics import MetricsLogger, Timer, current_rss_bytes, peak_memory_bytes, truncate_metrics
 from trainer.model import load_tokenizer
 from trainer.optim import build_optimizer, lr_at, set_lr
 from trainer.tasks import Task
@@ -262,6 +262,7 @@ class Trainer:
                     step_seconds=seconds,
                     elapsed_seconds=timer.elapsed(),
                     peak_memory_gb=peak_memory_bytes(info.device) / 1e9,
+                    rss_gb=current_rss_bytes() / 1e9,
                     bad_steps=bad_steps,
                 )
                 metrics.log(
