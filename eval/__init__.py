@@ -1,0 +1,1 @@
+"""Evaluation code for sisu: benchmarks that score generated responses."""
