@@ -31,6 +31,8 @@ lint: setup
 	$(PY) -m ruff format --check .
 
 DEMO_OUT ?= outputs/demo
+# The real English IFEval prompts when ../shared has them, else sisu's own 12-prompt English demo set.
+IFEVAL_EN ?= $(firstword $(wildcard ../shared/ifeval/input_data.jsonl) eval/ifeval/data/en_demo_prompts.jsonl)
 TORCHRUN := $(PY) -m torch.distributed.run --standalone --nproc_per_node 2
 
 demo: setup
@@ -38,11 +40,19 @@ demo: setup
 	$(PY) launch/convert_gguf.py && \
 	$(TORCHRUN) launch/sft.py --config recipes/demo/sft.yaml output_dir=$(DEMO_OUT)/sft && \
 	$(TORCHRUN) launch/dpo.py --config recipes/demo/dpo.yaml output_dir=$(DEMO_OUT)/dpo model.path=$(DEMO_OUT)/sft/final && \
+	for run in sft dpo; do \
+	  $(TORCHRUN) launch/eval.py --config recipes/demo/eval.yaml model.path=$(DEMO_OUT)/$$run/final \
+	    output_dir=$(DEMO_OUT)/eval_$$run benchmarks.0.path=$(IFEVAL_EN) || exit 1; \
+	done && \
+	$(PY) launch/report.py $(DEMO_OUT)/eval_sft $(DEMO_OUT)/eval_dpo --names demo-SFT demo-DPO \
+	  --out $(DEMO_OUT)/report.md && \
 	echo && echo "demo finished in $$(( $$(date +%s) - start )) s" && \
 	echo "  metrics:         $(DEMO_OUT)/sft/metrics.jsonl, $(DEMO_OUT)/dpo/metrics.jsonl" && \
 	echo "  TensorBoard:     $(PY) -m tensorboard.main --logdir $(DEMO_OUT)" && \
 	echo "  checkpoints:     $(DEMO_OUT)/sft/checkpoints/, $(DEMO_OUT)/dpo/checkpoints/" && \
-	echo "  exported models: $(DEMO_OUT)/sft/final/, $(DEMO_OUT)/dpo/final/ (AutoModelForCausalLM.from_pretrained)"
+	echo "  exported models: $(DEMO_OUT)/sft/final/, $(DEMO_OUT)/dpo/final/ (AutoModelForCausalLM.from_pretrained)" && \
+	echo "  IFEval:          $(DEMO_OUT)/eval_{sft,dpo}/<benchmark>/{responses,verdicts}.jsonl, scores.json" && \
+	echo "  report:          $(DEMO_OUT)/report.md, report.csv, report_categories.png"
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

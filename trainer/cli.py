@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from trainer.config import load_config
+from trainer.trainer import TrainingDiverged
 
 logger = logging.getLogger("sisu")
 
@@ -55,6 +56,9 @@ def run_job(
             return 0
         run(cfg)
         return 0
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     except (ValueError, FileNotFoundError) as exc:  # ConfigError, DataError, ModelNotFound are ValueErrors
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return user_error(message)

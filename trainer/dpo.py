@@ -28,6 +28,7 @@ from losses import dpo_loss, sequence_logps
 from trainer.builder import build_sharded_model
 from trainer.distributed import DistInfo, all_reduce_sum
 from trainer.jobs import DPOConfig, ModelConfig
+from trainer.profiling import named_range
 from trainer.trainer import Trainer, dry_run_plan
 
 logger = logging.getLogger("sisu")
@@ -104,7 +105,7 @@ class DPOTask:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         policy_chosen, policy_rejected = pair_logps(model, batch)
         if self.reference is not None:
-            with torch.no_grad():
+            with torch.no_grad(), named_range("reference_forward"):
                 ref_chosen, ref_rejected = pair_logps(self.reference, batch)
         else:
             stored = self.reference_logps[batch["index"].cpu()].to(policy_chosen.device, policy_chosen.dtype)
@@ -176,7 +177,8 @@ def precompute_reference_logps(
         idx = mine[start : start + micro_batch_size]
         batch = collate_preference([bundle.examples[i] for i in idx], pad_id=pad_id)
         batch = {k: v.to(info.device) for k, v in batch.items()}
-        chosen, rejected = pair_logps(reference, batch)
+        with named_range("reference_forward"):
+            chosen, rejected = pair_logps(reference, batch)
         for row, i in enumerate(idx):
             if not filled[i] and i % info.world_size == info.rank:
                 out[i, 0], out[i, 1] = float(chosen[row]), float(rejected[row])

@@ -35,6 +35,7 @@ from trainer.distributed import (
 from trainer.metrics import MetricsLogger, Timer, current_rss_bytes, peak_memory_bytes, truncate_metrics
 from trainer.model import load_tokenizer
 from trainer.optim import build_optimizer, lr_at, set_lr
+from trainer.profiling import StepProfiler, named_range
 from trainer.tasks import Task
 
 logger = logging.getLogger("sisu")
@@ -100,6 +101,10 @@ def make_plan(
         tokens_per_step=mean_length * train.global_batch_size,
         warmup_steps=math.ceil(cfg.optim.warmup_ratio * total),
     )
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive non-finite steps; the message is one line for the user."""
 
 
 class StopRequested(Exception):
@@ -227,6 +232,7 @@ class Trainer:
             every_steps=cfg.logging.every_steps,
         )
         self._install_signal_handlers()
+        profiler = StepProfiler(cfg.profile, output_dir=self.output_dir, rank=info.rank, device=info.device)
         timer = Timer()
         consecutive_bad = 0
         steps_this_run = 0
@@ -247,7 +253,7 @@ class Trainer:
                         consecutive_bad,
                     )
                     if consecutive_bad >= cfg.train.max_bad_steps:
-                        raise RuntimeError(
+                        raise TrainingDiverged(
                             f"{consecutive_bad} consecutive steps with a non-finite loss or gradient norm "
                             f"(train.max_bad_steps={cfg.train.max_bad_steps}); stopping. The last checkpoint is intact."
                         )
@@ -271,11 +277,13 @@ class Trainer:
                     elapsed=timer.elapsed(),
                     steps_done_this_run=steps_this_run,
                 )
+                profiler.step()
                 _debug_kill(step)
                 end_of_epoch = step % plan.steps_per_epoch == 0
                 stop = self._stop_agreed()
                 if stop or end_of_epoch or (every and step % every == 0) or step == plan.total_steps:
-                    self._save(step, bad_steps)
+                    with named_range("checkpoint"):
+                        self._save(step, bad_steps)
                 if stop:
                     raise StopRequested()
         except StopRequested:
@@ -284,9 +292,10 @@ class Trainer:
                 step,
                 self._stop_signal,
             )
-            metrics.close()
             return None
-        metrics.close()
+        finally:
+            profiler.stop()
+            metrics.close()
         if cfg.checkpoint.save_final:
             out = ckpt.export_hf(
                 self.model,
@@ -303,7 +312,10 @@ class Trainer:
         """One optimizer step over this rank's micro-batches; returns the step's metrics and finiteness."""
         cfg, info = self.cfg, self.info
         micro_indices = self.sampler.step_indices(epoch, step_in_epoch)
-        batches = [self.task.collate([self.bundle.examples[i] for i in idx], idx) for idx in micro_indices]
+        with named_range("data"):
+            batches = [
+                self.task.collate([self.bundle.examples[i] for i in idx], idx) for idx in micro_indices
+            ]
         local = torch.tensor([sum(self.task.normaliser(b) for b in batches)], dtype=torch.float64)
         normaliser = float(all_reduce_sum(local).item())
         lr = lr_at(step, total_steps=self.plan.total_steps, cfg=cfg.optim)
@@ -312,8 +324,13 @@ class Trainer:
         real_tokens = 0
         for batch in batches:
             batch = {k: v.to(info.device, non_blocking=True) for k, v in batch.items()}
-            loss_sum, stats = self.task.loss(self.model, batch)
-            (loss_sum / max(normaliser, 1.0)).backward()
+            with named_range("forward"):
+                loss_sum, stats = self.task.loss(self.model, batch)
+            if step + 1 in _DEBUG_NAN_STEPS:  # test hook: a non-finite loss at this step
+                loss_sum = loss_sum * float("nan")
+                stats["loss_sum"] = float("nan")
+            with named_range("backward"):
+                (loss_sum / max(normaliser, 1.0)).backward()
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + value
             real_tokens += int(batch["attention_mask"].sum())
@@ -322,20 +339,21 @@ class Trainer:
             torch.tensor([sums[k] for k in keys] + [real_tokens], dtype=torch.float64)
         ).tolist()
         totals_by_key = dict(zip(keys, totals[:-1]))
-        if cfg.train.max_grad_norm is not None:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.max_grad_norm)
-        else:
-            grad_norm = torch.nn.utils.get_total_norm(
-                [p.grad for p in self.model.parameters() if p.grad is not None]
-            )
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
-        grad_norm = float(grad_norm)
-        loss = totals_by_key["loss_sum"] / max(normaliser, 1.0)
-        finite = math.isfinite(loss) and math.isfinite(grad_norm)
-        if finite:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        with named_range("optimizer"):
+            if cfg.train.max_grad_norm is not None:
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.max_grad_norm)
+            else:
+                grad_norm = torch.nn.utils.get_total_norm(
+                    [p.grad for p in self.model.parameters() if p.grad is not None]
+                )
+            if hasattr(grad_norm, "full_tensor"):
+                grad_norm = grad_norm.full_tensor()
+            grad_norm = float(grad_norm)
+            loss = totals_by_key["loss_sum"] / max(normaliser, 1.0)
+            finite = math.isfinite(loss) and math.isfinite(grad_norm)
+            if finite:  # a non-finite step is skipped: no update, gradients dropped
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         record = {"loss": loss, "lr": lr, "grad_norm": grad_norm, self.task.count_name: int(normaliser)}
         record.update(
             self.task.step_metrics(totals_by_key, normaliser) if hasattr(self.task, "step_metrics") else {}
@@ -365,6 +383,9 @@ class Trainer:
 
     def close(self) -> None:
         teardown()
+
+
+_DEBUG_NAN_STEPS = {int(s) for s in os.environ.get("SISU_DEBUG_NAN_AT_STEPS", "").split(",") if s.strip()}
 
 
 def _debug_kill(step: int) -> None:

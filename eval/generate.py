@@ -1,0 +1,252 @@
+"""Batched greedy generation across ranks, written as it goes and resumable.
+
+Prompts are sorted by token length (longest first) so each batch wastes little padding, and batches are dealt
+to ranks round-robin. Every round, each rank generates one batch and rank 0 gathers the results and appends
+them to `responses.jsonl` in one write, so a killed run loses at most the current round; a re-run reads the file,
+skips what is done and regenerates the rest. The final file is rewritten in the original prompt order.
+
+With `sharding: replicate` every rank holds a full model copy; with `sharding: fsdp` the model is sharded and
+all ranks step in lockstep (HF `generate(synced_gpus=True)` keeps forwarding until every rank is done, and ranks
+with no batch left in a round generate a dummy prompt).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from trainer.profiling import named_range
+
+logger = logging.getLogger("sisu")
+
+
+@dataclass(frozen=True)
+class GenerationItem:
+    key: Any
+    prompt: str
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of the process group, (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def read_done(path: Path) -> dict[str, dict]:
+    """Responses already written (keyed by str(key)); a line cut by a kill is ignored."""
+    done: dict[str, dict] = {}
+    if not path.is_file():
+        return done
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            done[str(row["key"])] = row
+        except (ValueError, KeyError, TypeError):
+            continue
+    return done
+
+
+def stop_token_ids(tokenizer: Any) -> list[int]:
+    """The end-of-sequence id plus the chat template's end-of-turn token when it differs (e.g. <|im_end|>)."""
+    ids = {tokenizer.eos_token_id}
+    for token in ("<|im_end|>", "<|eot_id|>", "<|end|>"):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id and token_id >= 0:
+            ids.add(token_id)
+    return sorted(i for i in ids if i is not None)
+
+
+def render_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
+    """Each prompt as a one-turn chat with the generation prompt, tokenized without extra special tokens."""
+    out = []
+    for prompt in prompts:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+        out.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return out
+
+
+@torch.no_grad()
+def generate_batch(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    token_ids: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    synced: bool = False,
+    stop_strings: Sequence[str] = (),
+    device: torch.device,
+) -> tuple[list[str], int]:
+    """Left-padded batched decoding with the KV cache; returns (texts, number of generated tokens).
+
+    A row ends at an end-of-sequence/end-of-turn token, or at the first of `stop_strings` (completion-mode
+    prompts such as translation); the text is cut before the stop string.
+    """
+    longest = max(len(ids) for ids in token_ids)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.full((len(token_ids), longest), pad, dtype=torch.long)
+    attention = torch.zeros((len(token_ids), longest), dtype=torch.long)
+    for row, ids in enumerate(token_ids):
+        input_ids[row, longest - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention[row, longest - len(ids) :] = 1
+    stops = stop_token_ids(tokenizer)
+    kwargs: dict[str, Any] = {"do_sample": do_sample}
+    if do_sample:
+        kwargs.update(temperature=temperature, top_p=top_p)
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    if stop_strings:
+        kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
+    with named_range("generate"):
+        output = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention.to(device),
+            max_new_tokens=max_new_tokens,
+            eos_token_id=stops,
+            pad_token_id=pad,
+            use_cache=True,
+            synced_gpus=synced,
+            **kwargs,
+        )
+    new = output[:, longest:].cpu()
+    texts, count = [], 0
+    for row in new.tolist():
+        cut = len(row)
+        for i, token in enumerate(row):
+            if token in stops:
+                cut = i
+                break
+        count += min(len(row), cut + 1)
+        texts.append(cut_at_stop(tokenizer.decode(row[:cut], skip_special_tokens=True), stop_strings))
+    return texts, count
+
+
+def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
+    """`text` up to the earliest occurrence of any of `stop_strings` (all of it when none occurs)."""
+    end = len(text)
+    for stop in stop_strings:
+        found = text.find(stop) if stop else -1
+        if 0 <= found < end:
+            end = found
+    return text[:end]
+
+
+def generate_all(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    items: Sequence[GenerationItem],
+    *,
+    out_path: Path,
+    batch_size: int,
+    max_new_tokens: int,
+    device: torch.device,
+    language: str,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    lockstep: bool = False,
+) -> list[dict]:
+    """Generate responses for every item not yet in `out_path`; returns all rows in the items' order (rank 0)."""
+    rank, world = rank_and_world()
+    out_path = Path(out_path)
+    done_keys: list[Any] = [None]
+    if rank == 0:
+        done_rows = read_done(out_path)
+        if out_path.exists():
+            rewrite_rows(out_path, list(done_rows.values()))  # drop a line cut by a kill before appending
+        done_keys = [sorted(done_rows)]
+    if world > 1:
+        dist.broadcast_object_list(done_keys, src=0)
+    done = set(done_keys[0])
+    todo = [item for item in items if str(item.key) not in done]
+    token_ids = render_prompts(tokenizer, [item.prompt for item in todo])
+    order = sorted(range(len(todo)), key=lambda i: (-len(token_ids[i]), i))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rounds = -(-len(batches) // world)
+    if rank == 0 and done:
+        logger.info(
+            "generation: %d of %d responses already in %s; continuing", len(done), len(items), out_path
+        )
+    start, produced, finished = time.perf_counter(), 0, len(done)
+    for round_index in range(rounds):
+        mine = round_index * world + rank
+        batch = batches[mine] if mine < len(batches) else None
+        if batch is None and not lockstep:
+            rows: list[dict] = []
+            new_tokens = 0
+        else:
+            prompts = [token_ids[i] for i in batch] if batch else [token_ids[order[0]]]
+            texts, new_tokens = generate_batch(
+                model,
+                tokenizer,
+                prompts,
+                max_new_tokens=max_new_tokens,
+                do_sample=do_sample,
+                temperature=temperature,
+                top_p=top_p,
+                synced=lockstep and world > 1,
+                device=device,
+            )
+            rows = [
+                {"key": todo[i].key, "prompt": todo[i].prompt, "response": text, "language": language}
+                for i, text in zip(batch or [], texts)
+            ]
+        gathered: list[Any] = [None] * world if world > 1 else [(rows, new_tokens)]
+        if world > 1:
+            dist.all_gather_object(gathered, (rows, new_tokens))
+        if rank == 0:
+            new_rows = [row for part, _ in gathered for row in part]
+            append_rows(out_path, new_rows)
+            produced += sum(tokens for _, tokens in gathered)
+            finished += len(new_rows)
+            elapsed = time.perf_counter() - start
+            remaining = len(items) - finished
+            rate = (finished - len(done)) / elapsed if elapsed else 0.0
+            logger.info(
+                "generation: %d/%d prompts, %.0f tokens/s, eta %.0fs",
+                finished,
+                len(items),
+                produced / elapsed if elapsed else 0.0,
+                remaining / rate if rate else 0.0,
+            )
+    if rank != 0:
+        return []
+    rows_by_key = read_done(out_path)
+    ordered = [rows_by_key[str(item.key)] for item in items if str(item.key) in rows_by_key]
+    rewrite_rows(out_path, ordered)
+    elapsed = time.perf_counter() - start
+    if produced:
+        logger.info(
+            "generation: %d new tokens in %.1fs (%.1f tokens/s)", produced, elapsed, produced / elapsed
+        )
+    return ordered
+
+
+def append_rows(path: Path, rows: Sequence[dict]) -> None:
+    """Append JSON lines in one write, so a kill leaves at most one cut line at the end (see read_done)."""
+    with Path(path).open("a", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def rewrite_rows(path: Path, rows: Sequence[dict]) -> None:
+    """Replace `path` atomically with `rows` as JSON lines."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    os.replace(tmp, path)

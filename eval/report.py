@@ -1,0 +1,115 @@
+"""Paper-style tables from evaluation run directories (Table 1/2: EN %, FI %, Resp lang %). No torch."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+METRICS = (
+    "inst_level_strict_acc",
+    "inst_level_loose_acc",
+    "prompt_level_strict_acc",
+    "prompt_level_loose_acc",
+)
+
+
+@dataclass
+class RunScores:
+    name: str
+    path: Path
+    benchmarks: dict[str, dict] = field(default_factory=dict)  # benchmark name -> scores.json content
+
+
+def load_run(path: str | Path, name: str | None = None) -> RunScores:
+    """Every `*/scores.json` under an eval output directory; ValueError when there is none."""
+    path = Path(path)
+    found = sorted(path.glob("*/scores.json"))
+    if not found:
+        raise ValueError(f"{path}: no <benchmark>/scores.json found (is this an eval output_dir?)")
+    run = RunScores(name or path.name, path)
+    for scores_path in found:
+        try:
+            run.benchmarks[scores_path.parent.name] = json.loads(scores_path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValueError(f"{scores_path}: not valid JSON ({exc})") from None
+    return run
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.2f}"
+
+
+def table_rows(runs: Sequence[RunScores], *, metric: str = "inst_level_strict_acc") -> list[list[str]]:
+    """Header plus one row per run: run, EN (%), FI (%), Resp lang (%)."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+    rows = [["run", "EN (%)", "FI (%)", "Resp lang (%)"]]
+    for run in runs:
+        en = run.benchmarks.get("ifeval_en", {})
+        fi = run.benchmarks.get("ifeval_fi", {})
+        rows.append(
+            [
+                run.name,
+                _percent(en.get(metric)),
+                _percent(fi.get(metric)),
+                _percent(fi.get("response_language_rate")),
+            ]
+        )
+    return rows
+
+
+def to_markdown(rows: Sequence[Sequence[str]]) -> str:
+    header, *body = rows
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: Sequence[Sequence[str]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def category_accuracies(run: RunScores, benchmark: str, *, strict: bool = True) -> dict[str, float]:
+    table = run.benchmarks.get(benchmark, {}).get("per_category", {})
+    key = "strict_acc" if strict else "loose_acc"
+    return {category: values[key] for category, values in table.items()}
+
+
+def plot_categories(series: dict[str, dict[str, float]], out_path: str | Path, *, title: str) -> Path | None:
+    """Grouped bar chart (one group per instruction category, one bar per series); None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    categories = sorted({c for values in series.values() for c in values})
+    if not categories:
+        return None
+    width = 0.8 / max(1, len(series))
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(categories)), 4))
+    for i, (label, values) in enumerate(series.items()):
+        xs = [c + i * width - 0.4 + width / 2 for c in range(len(categories))]
+        ax.bar(xs, [100 * values.get(cat, 0.0) for cat in categories], width, label=label)
+    ax.set_xticks(range(len(categories)))
+    ax.set_xticklabels(categories, rotation=30, ha="right")
+    ax.set_ylabel("instruction-level strict accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=120)
+    plt.close(fig)
+    return out_path

@@ -1,0 +1,147 @@
+"""launch/eval.py's job: generate responses for each IFEval benchmark, score them, write reports.
+
+Per benchmark, OUTPUT_DIR/<name>/ receives responses.jsonl (key, prompt, response, language), verdicts.jsonl,
+and scores.json (IFEval metrics plus `response_language_rate` and the keys that failed it). OUTPUT_DIR/tb/ gets
+the same numbers for TensorBoard and OUTPUT_DIR/categories.png the per-category chart (EN vs FI side by side).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from eval.generate import GenerationItem, generate_all
+from eval.ifeval import Prompt, format_table, load_hub_prompts, load_prompts, score, write_outputs
+from eval.language import response_language_rate
+from eval.report import RunScores, category_accuracies, plot_categories
+from trainer.builder import build_sharded_model
+from trainer.config import atomic_write_text, write_config
+from trainer.distributed import init_distributed, seed_everything, setup_logging, teardown
+from trainer.jobs import BenchmarkConfig, EvalConfig, TrainConfig
+from trainer.model import build_model, load_tokenizer
+
+logger = logging.getLogger("sisu")
+
+
+def load_benchmark(bench: BenchmarkConfig) -> list[Prompt]:
+    """Prompts of a benchmark (local IFEval-schema JSONL, or a hub dataset), filtered and limited."""
+    path = Path(bench.path).expanduser()
+    if path.suffix in (".jsonl", ".json") or path.exists():
+        if not path.is_file():
+            raise ValueError(f"benchmark {bench.name}: {path} not found")
+        prompts = load_prompts(path)
+    else:
+        prompts = load_hub_prompts(bench.path, config=bench.subset, split=bench.split)
+    if bench.exclude_other_languages:
+        prompts = [p for p in prompts if all(lang == bench.language for lang in p.response_languages())]
+    if bench.limit is not None:
+        prompts = prompts[: bench.limit]
+    if not prompts:
+        raise ValueError(f"benchmark {bench.name}: no prompts left after filtering")
+    return prompts
+
+
+def prompt_key(prompt: Prompt) -> object:
+    return prompt.key if prompt.key is not None else prompt.prompt
+
+
+def _load_model(cfg: EvalConfig, info, vocab_size: int) -> torch.nn.Module:
+    if cfg.sharding == "fsdp":
+        train_cfg = TrainConfig(mixed_precision="auto")
+        return build_sharded_model(
+            cfg.model, train_cfg, info=info, vocab_size=vocab_size, seed=cfg.seed, trainable=False
+        )
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, vocab_size=vocab_size)
+    if info.device.type == "cuda" and cfg.model.dtype == "auto":
+        model = model.to(torch.bfloat16)
+    return model.to(info.device).eval()
+
+
+def run_eval(cfg: EvalConfig) -> None:
+    if not cfg.benchmarks:
+        raise ValueError("eval: benchmarks is empty; add e.g. {name: ifeval_en, path: google/IFEval}")
+    names = [b.name for b in cfg.benchmarks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"eval: benchmark names must be unique, got {names}")
+    benchmarks = [(bench, load_benchmark(bench)) for bench in cfg.benchmarks]  # fail fast on bad files
+    info = init_distributed(backend=cfg.distributed.backend, timeout_minutes=cfg.distributed.timeout_minutes)
+    try:
+        setup_logging(rank=info.rank)
+        seed_everything(cfg.seed)
+        out = Path(cfg.output_dir)
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            write_config(cfg, out / "config.yaml")
+        tokenizer = load_tokenizer(cfg.model)
+        model = _load_model(cfg, info, len(tokenizer))
+        results = {}
+        for bench, prompts in benchmarks:
+            bench_dir = out / bench.name
+            if info.is_main:
+                bench_dir.mkdir(parents=True, exist_ok=True)
+                logger.info("%s: %d prompts (%s)", bench.name, len(prompts), bench.path)
+            items = [GenerationItem(prompt_key(p), p.prompt) for p in prompts]
+            rows = generate_all(
+                model,
+                tokenizer,
+                items,
+                out_path=bench_dir / "responses.jsonl",
+                batch_size=cfg.generation.batch_size,
+                max_new_tokens=cfg.generation.max_new_tokens,
+                device=info.device,
+                language=bench.language,
+                do_sample=cfg.generation.do_sample,
+                temperature=cfg.generation.temperature,
+                top_p=cfg.generation.top_p,
+                lockstep=cfg.sharding == "fsdp",
+            )
+            if info.is_main:
+                results[bench.name] = score_benchmark(bench, prompts, rows, bench_dir)
+        if info.is_main:
+            write_summaries(out, results)
+    finally:
+        teardown()
+
+
+def score_benchmark(bench: BenchmarkConfig, prompts: list[Prompt], rows: list[dict], bench_dir: Path) -> dict:
+    responses = {row["key"]: row["response"] for row in rows}
+    scores = score(prompts, responses, language=bench.language)
+    write_outputs(scores, bench_dir)
+    rate, failed = response_language_rate(rows, bench.language)
+    summary = scores.as_dict()
+    summary.update(response_language_rate=rate, response_language_failed_keys=failed, benchmark=bench.name)
+    atomic_write_text(bench_dir / "scores.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    print(f"\n{bench.name}: {len(rows)} responses; response language {bench.language}: {100 * rate:.1f}%")
+    print(format_table(scores))
+    return summary
+
+
+def write_summaries(out: Path, results: dict[str, dict]) -> None:
+    """TensorBoard scalars and the per-category chart for this run."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(out / "tb"))
+        for name, summary in results.items():
+            for key in (
+                "inst_level_strict_acc",
+                "inst_level_loose_acc",
+                "prompt_level_strict_acc",
+                "prompt_level_loose_acc",
+                "response_language_rate",
+            ):
+                writer.add_scalar(f"eval/{name}/{key}", summary[key], 0)
+            for category, values in summary["per_category"].items():
+                writer.add_scalar(f"eval/{name}/category/{category}", values["strict_acc"], 0)
+        writer.close()
+    except ImportError:
+        logger.warning("tensorboard is not installed; no eval scalars written")
+    run = RunScores(out.name, out, dict(results))
+    series = {name: category_accuracies(run, name) for name in results}
+    chart = plot_categories(series, out / "categories.png", title=f"IFEval by category: {out.name}")
+    if chart is not None:
+        logger.info("per-category chart: %s", chart)

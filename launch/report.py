@@ -1,0 +1,64 @@
+"""Paper-style table (EN %, FI %, Resp lang %) and per-category figure from eval output directories.
+
+    python launch/report.py outputs/demo/eval_sft outputs/demo/eval_dpo --out report.md [--metric inst_level_strict_acc]
+
+Writes report.md (Markdown table), report.csv beside it, and report_categories.png (when matplotlib is installed).
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from eval.report import (  # noqa: E402
+    METRICS,
+    category_accuracies,
+    load_run,
+    plot_categories,
+    table_rows,
+    to_csv,
+    to_markdown,
+)
+from trainer.config import atomic_write_text  # noqa: E402
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "runs", nargs="+", help="eval output directories (each holds <benchmark>/scores.json)"
+    )
+    parser.add_argument("--out", default="report.md", help="Markdown output path (CSV and PNG beside it)")
+    parser.add_argument("--metric", default="inst_level_strict_acc", choices=METRICS)
+    parser.add_argument("--names", nargs="*", help="row names (default: the directory names)")
+    args = parser.parse_args(argv)
+    if args.names and len(args.names) != len(args.runs):
+        print("error: --names needs one name per run directory", file=sys.stderr)
+        return 2
+    try:
+        runs = [load_run(path, name) for path, name in zip(args.runs, args.names or [None] * len(args.runs))]
+        rows = table_rows(runs, metric=args.metric)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    markdown = f"IFEval, {args.metric.replace('_', ' ')} (%)\n\n" + to_markdown(rows)
+    atomic_write_text(out, markdown)
+    atomic_write_text(out.with_suffix(".csv"), to_csv(rows))
+    series = {}
+    for run in runs:
+        for bench in ("ifeval_en", "ifeval_fi"):
+            values = category_accuracies(run, bench)
+            if values:
+                series[f"{run.name} {bench.removeprefix('ifeval_').upper()}"] = values
+    chart = plot_categories(series, out.with_name(out.stem + "_categories.png"), title="IFEval by category")
+    print(markdown)
+    print(f"wrote {out}, {out.with_suffix('.csv')}" + (f", {chart}" if chart else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,182 @@
+"""launch/eval.py on a tiny random model: rank/batch invariance, resume, and tiny SFT -> eval -> report."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY_EVAL = "recipes/test/tiny_eval.yaml"
+
+
+def _env():
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")
+    }
+
+
+def _eval(model, out, *overrides, nproc=1):
+    launcher = [sys.executable]
+    if nproc > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    cmd = [
+        *launcher,
+        "launch/eval.py",
+        "--config",
+        TINY_EVAL,
+        f"model.path={model}",
+        f"output_dir={out}",
+        *overrides,
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=_env(), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _responses(out, bench="ifeval_en"):
+    return [json.loads(line) for line in (out / bench / "responses.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A random-init tiny Llama saved in Hugging Face format with the tiny ChatML tokenizer."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from trainer.jobs import ModelConfig
+    from trainer.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(
+        ModelConfig(
+            init_config={
+                "model_type": "llama",
+                "hidden_size": 64,
+                "intermediate_size": 128,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "vocab_size": 258,
+                "tie_word_embeddings": True,
+            }
+        )
+    )
+    path = tmp_path_factory.mktemp("tiny_model")
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(os.path.join(REPO, "recipes/test/tokenizer")).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "bs4"
+    _eval(tiny_model, out, "generation.batch_size=4")
+    return out
+
+
+def test_outputs_and_scores(reference_run):
+    rows = _responses(reference_run)
+    assert len(rows) == 6 and all(set(r) == {"key", "prompt", "response", "language"} for r in rows)
+    source = [
+        json.loads(line) for line in open(os.path.join(REPO, "..", "shared", "ifeval", "input_data.jsonl"))
+    ]
+    kept = [
+        r
+        for r in source
+        if not any(
+            i == "language:response_language" and kw.get("language") != "en"
+            for i, kw in zip(r["instruction_id_list"], r["kwargs"])
+        )
+    ][:6]
+    assert [r["key"] for r in rows] == [r["key"] for r in kept]  # original order after gathering
+    scores = json.loads((reference_run / "ifeval_fi" / "scores.json").read_text())
+    for key in (
+        "inst_level_strict_acc",
+        "prompt_level_loose_acc",
+        "response_language_rate",
+        "response_language_failed_keys",
+        "per_category",
+    ):
+        assert key in scores
+    verdicts = (reference_run / "ifeval_en" / "verdicts.jsonl").read_text().splitlines()
+    assert len(verdicts) == 6
+    assert (reference_run / "categories.png").is_file()
+
+
+def test_same_responses_for_batch_sizes_and_ranks(tiny_model, reference_run, tmp_path):
+    one = tmp_path / "bs1"
+    _eval(tiny_model, one, "generation.batch_size=1")
+    two = tmp_path / "two_ranks"
+    _eval(tiny_model, two, "generation.batch_size=2", nproc=2)
+    for bench in ("ifeval_en", "ifeval_fi"):
+        expected = _responses(reference_run, bench)
+        assert _responses(one, bench) == expected
+        assert _responses(two, bench) == expected
+    assert any(r["response"] for r in _responses(reference_run))  # not trivially empty
+
+
+def test_interrupted_generation_resumes_without_redoing_work(tiny_model, reference_run, tmp_path):
+    out = tmp_path / "resumed"
+    (out / "ifeval_en").mkdir(parents=True)
+    done = _responses(reference_run)[:3]
+    marked = [dict(row, response=f"KEPT {row['key']}") for row in done]
+    partial = "".join(json.dumps(row) + "\n" for row in marked) + '{"key": 99, "resp'  # cut by a kill
+    (out / "ifeval_en" / "responses.jsonl").write_text(partial)
+    proc = _eval(tiny_model, out, "generation.batch_size=4")
+    assert "3 of 6 responses already in" in proc.stdout + proc.stderr
+    rows = _responses(out)
+    expected = _responses(reference_run)
+    assert [r["key"] for r in rows] == [r["key"] for r in expected]
+    assert [r["response"] for r in rows[:3]] == [f"KEPT {r['key']}" for r in done]  # not regenerated
+    assert rows[3:] == expected[3:]
+
+
+def test_tiny_sft_then_eval_then_report(tmp_path):
+    sft_out = tmp_path / "sft"
+    train = subprocess.run(
+        [
+            sys.executable,
+            "launch/sft.py",
+            "--config",
+            "recipes/test/tiny_sft.yaml",
+            f"output_dir={sft_out}",
+            "train.max_steps=2",
+            f"data.cache_dir={tmp_path / 'cache'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
+    )
+    assert train.returncode == 0, train.stderr[-3000:]
+    eval_out = tmp_path / "eval_sft"
+    _eval(sft_out / "final", eval_out)
+    report = tmp_path / "report.md"
+    proc = subprocess.run(
+        [sys.executable, "launch/report.py", str(eval_out), "--out", str(report)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    scores_en = json.loads((eval_out / "ifeval_en" / "scores.json").read_text())
+    scores_fi = json.loads((eval_out / "ifeval_fi" / "scores.json").read_text())
+    row = report.read_text().splitlines()[-1]
+    assert row == (
+        f"| eval_sft | {100 * scores_en['inst_level_strict_acc']:.2f} | "
+        f"{100 * scores_fi['inst_level_strict_acc']:.2f} | "
+        f"{100 * scores_fi['response_language_rate']:.2f} |"
+    )
+
+
+def test_fsdp_sharded_generation_matches(tiny_model, reference_run, tmp_path):
+    out = tmp_path / "fsdp"
+    _eval(tiny_model, out, "generation.batch_size=4", "sharding=fsdp", nproc=2)
+    for bench in ("ifeval_en", "ifeval_fi"):
+        assert _responses(out, bench) == _responses(reference_run, bench)

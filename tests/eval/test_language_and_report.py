@@ -1,0 +1,95 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from eval.language import response_language_rate
+from eval.report import load_run, table_rows, to_csv, to_markdown
+
+
+def test_response_language_rate_on_hand_made_responses():
+    rows = [
+        {"key": 1, "response": "Tämä vastaus on kirjoitettu suomeksi, ja se kertoo säästä ja järvistä."},
+        {"key": 2, "response": "This answer is written in English and talks about the weather."},
+        {
+            "key": 3,
+            "response": "Helsinki on Suomen pääkaupunki, ja siellä asuu noin puoli miljoonaa ihmistä.",
+        },
+        {"key": 4, "response": ""},
+        {"key": 5, "response": "12345 !!!"},
+    ]
+    rate, failed = response_language_rate(rows, "fi")
+    assert rate == pytest.approx(2 / 5)
+    assert failed == [2, 4, 5]
+    rate_en, failed_en = response_language_rate(rows, "en")
+    assert rate_en == pytest.approx(1 / 5) and failed_en == [1, 3, 4, 5]
+    assert response_language_rate([], "fi") == (0.0, [])
+
+
+def _fixture_run(root, name, en, fi, lang_rate):
+    for bench, acc in (("ifeval_en", en), ("ifeval_fi", fi)):
+        if acc is None:
+            continue
+        path = root / name / bench
+        path.mkdir(parents=True)
+        scores = {
+            "inst_level_strict_acc": acc,
+            "inst_level_loose_acc": acc + 0.01,
+            "prompt_level_strict_acc": acc - 0.1,
+            "prompt_level_loose_acc": acc - 0.05,
+            "response_language_rate": lang_rate if bench == "ifeval_fi" else 0.99,
+            "per_category": {
+                "keywords": {"strict_acc": acc, "loose_acc": acc, "count": 3},
+                "punctuation": {"strict_acc": 0.5, "loose_acc": 0.5, "count": 2},
+            },
+        }
+        (path / "scores.json").write_text(json.dumps(scores))
+    return root / name
+
+
+def test_report_table_markdown_and_csv(tmp_path):
+    a = _fixture_run(tmp_path, "baseline", 0.3997, 0.3448, 0.9568)
+    b = _fixture_run(tmp_path, "dpo-both", 0.4469, 0.378, 0.9549)
+    c = _fixture_run(tmp_path, "en-only", 0.25, None, None)
+    rows = table_rows([load_run(a), load_run(b), load_run(c)])
+    assert to_markdown(rows) == (
+        "| run | EN (%) | FI (%) | Resp lang (%) |\n"
+        "| --- | ---: | ---: | ---: |\n"
+        "| baseline | 39.97 | 34.48 | 95.68 |\n"
+        "| dpo-both | 44.69 | 37.80 | 95.49 |\n"
+        "| en-only | 25.00 |  |  |\n"
+    )
+    assert to_csv(table_rows([load_run(a)], metric="prompt_level_strict_acc")).splitlines() == [
+        "run,EN (%),FI (%),Resp lang (%)",
+        "baseline,29.97,24.48,95.68",
+    ]
+    with pytest.raises(ValueError, match="unknown metric"):
+        table_rows([load_run(a)], metric="accuracy")
+    with pytest.raises(ValueError, match="no <benchmark>/scores.json"):
+        load_run(tmp_path / "nothing")
+
+
+def test_report_cli_writes_markdown_csv_and_chart(tmp_path, repo):
+    a = _fixture_run(tmp_path, "sft", 0.4, 0.3, 0.9)
+    b = _fixture_run(tmp_path, "dpo", 0.45, 0.35, 0.92)
+    out = tmp_path / "rep" / "report.md"
+    proc = subprocess.run(
+        [sys.executable, "launch/report.py", str(a), str(b), "--out", str(out), "--names", "SFT", "DPO"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "| SFT | 40.00 | 30.00 | 90.00 |" in out.read_text()
+    assert (tmp_path / "rep" / "report.csv").read_text().splitlines()[2] == "DPO,45.00,35.00,92.00"
+    assert (tmp_path / "rep" / "report_categories.png").stat().st_size > 1000
+    bad = subprocess.run(
+        [sys.executable, "launch/report.py", str(tmp_path / "missing")],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1

@@ -1,0 +1,146 @@
+"""Preemption (SIGTERM to the whole process group), non-finite steps, and the CPU profiler trace."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = "recipes/test/tiny_sft.yaml"
+
+
+def _env(extra=None):
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")
+    }
+    env.update(extra or {})
+    return env
+
+
+def _cmd(out, *overrides, nproc=1):
+    launcher = [sys.executable]
+    if nproc > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    return [
+        *launcher,
+        "launch/sft.py",
+        "--config",
+        TINY,
+        f"output_dir={out}",
+        f"data.cache_dir={out.parent / 'cache'}",
+        *overrides,
+    ]
+
+
+def _metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_sigterm_to_process_group_checkpoints_and_resumes_exactly(tmp_path):
+    steps = ["train.max_steps=16", "checkpoint.every_steps=100"]
+    straight = tmp_path / "straight"
+    done = subprocess.run(
+        _cmd(straight, *steps, nproc=2), cwd=REPO, capture_output=True, text=True, env=_env(), timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    out = tmp_path / "preempted"
+    proc = subprocess.Popen(
+        _cmd(out, *steps, nproc=2),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_env(),
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait until training is under way, then preempt like SLURM does
+        path = out / "metrics.jsonl"
+        if path.is_file() and len(path.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGTERM)
+    log = proc.communicate(timeout=300)[0]
+    assert "stopping at step" in log and "checkpoint written" in log, log[-3000:]
+    stopped = len(_metrics(out))
+    assert 2 <= stopped < 16, "the run should stop early, after the step in progress"
+    assert (out / "checkpoints" / f"step_{stopped}" / "trainer_state.json").is_file()
+    assert not (out / "final").exists()
+
+    resumed = subprocess.run(
+        _cmd(out, *steps, nproc=2), cwd=REPO, capture_output=True, text=True, env=_env(), timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [m["loss"] for m in _metrics(out)] == pytest.approx(
+        [m["loss"] for m in _metrics(straight)], rel=1e-6
+    )
+
+
+def test_non_finite_step_is_skipped_and_counted(tmp_path):
+    out = tmp_path / "nan"
+    proc = subprocess.run(
+        _cmd(out, "train.max_steps=4"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=_env({"SISU_DEBUG_NAN_AT_STEPS": "2"}),
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = _metrics(out)
+    assert [m["bad_steps"] for m in metrics] == [0, 1, 1, 1]
+    assert metrics[1]["loss"] != metrics[1]["loss"]  # NaN logged as such
+    assert all(m["loss"] == m["loss"] for m in metrics[2:])  # training went on with finite losses
+    assert "non-finite loss or gradient norm; update skipped" in proc.stdout + proc.stderr
+
+
+def test_too_many_bad_steps_stop_with_one_line_and_keep_last_checkpoint(tmp_path):
+    out = tmp_path / "diverged"
+    proc = subprocess.run(
+        _cmd(out, "train.max_steps=8", "checkpoint.every_steps=2", "train.max_bad_steps=2"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=_env({"SISU_DEBUG_NAN_AT_STEPS": "3,4"}),
+        timeout=600,
+    )
+    assert proc.returncode == 3
+    last = proc.stderr.strip().splitlines()[-1]
+    assert (
+        last.startswith("error: 2 consecutive steps with a non-finite loss")
+        and "Traceback" not in proc.stderr
+    )
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_2"]
+
+
+def test_cpu_profile_trace_has_named_ranges(tmp_path):
+    out = tmp_path / "prof"
+    proc = subprocess.run(
+        _cmd(
+            out,
+            "train.max_steps=4",
+            "profile.enabled=true",
+            "profile.wait=0",
+            "profile.warmup=1",
+            "profile.active=2",
+        ),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    traces = list((out / "profile").glob("trace_rank0_step*.json"))
+    assert len(traces) == 1
+    names = {event.get("name") for event in json.loads(traces[0].read_text())["traceEvents"]}
+    for name in ("data", "forward", "backward", "optimizer"):
+        assert name in names, name
+    assert any((out / "profile" / "tb").iterdir())
