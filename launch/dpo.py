@@ -14,14 +14,17 @@ from trainer.cli import run_job  # noqa: E402
 from trainer.dpo import dry_run_dpo, run_dpo  # noqa: E402
 from trainer.jobs import DPOConfig  # noqa: E402
 
-if __name__ == "__main__":
-    sys.exit(
-        run_job(
-            sys.argv[1:],
-            prog="launch/dpo.py",
-            config_cls=DPOConfig,
-            description="DPO with FSDP2 and a frozen reference model",
-            run=run_dpo,
-            dry_run=dry_run_dpo,
-        )
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job(
+        sys.argv[1:] if argv is None else argv,
+        prog="launch/dpo.py",
+        config_cls=DPOConfig,
+        description="DPO with FSDP2 and a frozen reference model",
+        run=run_dpo,
+        dry_run=dry_run_dpo,
     )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

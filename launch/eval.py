@@ -31,14 +31,16 @@ def dry_run(cfg: EvalConfig, world_size: int) -> list[str]:
     return lines
 
 
-if __name__ == "__main__":
-    sys.exit(
-        run_job(
-            sys.argv[1:],
-            prog="launch/eval.py",
-            config_cls=EvalConfig,
-            description="IFEval generation and scoring",
-            run=run_eval,
-            dry_run=dry_run,
-        )
+def main(argv: list[str] | None = None) -> int:
+    return run_job(
+        sys.argv[1:] if argv is None else argv,
+        prog="launch/eval.py",
+        config_cls=EvalConfig,
+        description="IFEval generation and scoring",
+        run=run_eval,
+        dry_run=dry_run,
     )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

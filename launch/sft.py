@@ -14,14 +14,17 @@ from trainer.cli import run_job  # noqa: E402
 from trainer.jobs import SFTConfig  # noqa: E402
 from trainer.sft import dry_run_sft, run_sft  # noqa: E402
 
-if __name__ == "__main__":
-    sys.exit(
-        run_job(
-            sys.argv[1:],
-            prog="launch/sft.py",
-            config_cls=SFTConfig,
-            description="Supervised fine-tuning with FSDP2",
-            run=run_sft,
-            dry_run=dry_run_sft,
-        )
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job(
+        sys.argv[1:] if argv is None else argv,
+        prog="launch/sft.py",
+        config_cls=SFTConfig,
+        description="Supervised fine-tuning with FSDP2",
+        run=run_sft,
+        dry_run=dry_run_sft,
     )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

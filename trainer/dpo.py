@@ -24,11 +24,12 @@ import torch
 from data.collate import collate_preference
 from data.pipeline import DataBundle
 from data.tokenize import PreferenceExample
-from losses import dpo_loss, sequence_logps
+from losses import dpo_loss
 from trainer.builder import build_sharded_model
 from trainer.distributed import DistInfo, all_reduce_sum
 from trainer.jobs import DPOConfig, ModelConfig
 from trainer.profiling import named_range
+from trainer.tasks import completion_logps
 from trainer.trainer import Trainer, dry_run_plan
 
 logger = logging.getLogger("sisu")
@@ -56,12 +57,11 @@ def reference_model_config(cfg: DPOConfig) -> ModelConfig:
     return ModelConfig(**{**cfg.model.__dict__, "path": cfg.reference.path, "init_config": None})
 
 
-def pair_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_logps(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], *, chunk_size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed completion log-probs of the chosen rows (first half) and rejected rows (second half): ([B], [B])."""
-    logits = model(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-    ).logits
-    logps = sequence_logps(logits, batch["labels"])
+    logps = completion_logps(model, batch, chunk_size=chunk_size)
     half = logps.shape[0] // 2
     return logps[:half], logps[half:]
 
@@ -79,6 +79,7 @@ class DPOTask:
         label_smoothing: float,
         reference: torch.nn.Module | None = None,
         reference_logps: torch.Tensor | None = None,
+        chunk_size: int | None = None,
     ) -> None:
         assert (reference is None) != (reference_logps is None), (
             "need exactly one of a live or precomputed reference"
@@ -89,6 +90,7 @@ class DPOTask:
         self.label_smoothing = label_smoothing
         self.reference = reference
         self.reference_logps = reference_logps  # [N, 2] float64: chosen, rejected
+        self.chunk_size = chunk_size
 
     def collate(
         self, examples: Sequence[PreferenceExample], indices: Sequence[int]
@@ -103,10 +105,10 @@ class DPOTask:
     def loss(
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        policy_chosen, policy_rejected = pair_logps(model, batch)
+        policy_chosen, policy_rejected = pair_logps(model, batch, chunk_size=self.chunk_size)
         if self.reference is not None:
             with torch.no_grad(), named_range("reference_forward"):
-                ref_chosen, ref_rejected = pair_logps(self.reference, batch)
+                ref_chosen, ref_rejected = pair_logps(self.reference, batch, chunk_size=self.chunk_size)
         else:
             stored = self.reference_logps[batch["index"].cpu()].to(policy_chosen.device, policy_chosen.dtype)
             ref_chosen, ref_rejected = stored[:, 0], stored[:, 1]
@@ -160,7 +162,13 @@ def reference_cache_path(
 
 @torch.no_grad()
 def precompute_reference_logps(
-    reference: torch.nn.Module, bundle: DataBundle, *, info: DistInfo, micro_batch_size: int, pad_id: int
+    reference: torch.nn.Module,
+    bundle: DataBundle,
+    *,
+    info: DistInfo,
+    micro_batch_size: int,
+    pad_id: int,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """[N, 2] (chosen, rejected) reference log-probs of every example, identical on all ranks.
 
@@ -178,7 +186,7 @@ def precompute_reference_logps(
         batch = collate_preference([bundle.examples[i] for i in idx], pad_id=pad_id)
         batch = {k: v.to(info.device) for k, v in batch.items()}
         with named_range("reference_forward"):
-            chosen, rejected = pair_logps(reference, batch)
+            chosen, rejected = pair_logps(reference, batch, chunk_size=chunk_size)
         for row, i in enumerate(idx):
             if not filled[i] and i % info.world_size == info.rank:
                 out[i, 0], out[i, 1] = float(chosen[row]), float(rejected[row])
@@ -204,6 +212,7 @@ def make_dpo_task(
         "beta": cfg.dpo.beta,
         "loss_type": cfg.dpo.loss_type,
         "label_smoothing": cfg.dpo.label_smoothing,
+        "chunk_size": cfg.train.loss_chunk_size,
     }
 
     def build_reference() -> torch.nn.Module:

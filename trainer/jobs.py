@@ -69,6 +69,11 @@ class TrainConfig:
     neftune_alpha: float | None = option(
         None, help="NEFTune noise scale alpha (paper used 5); null = off. Training mode only."
     )
+    loss_chunk_size: int | None = option(
+        1024,
+        help="Compute the LM head and the log-probs in chunks of this many tokens (never the full tokens x vocab "
+        "logits), only where there is a target; null = the model's own full-logits forward.",
+    )
     max_bad_steps: int = option(
         5, help="Stop after this many consecutive steps with a non-finite loss or gradient norm."
     )
@@ -84,6 +89,8 @@ class TrainConfig:
                 f"train.global_batch_size ({self.global_batch_size}) is not divisible by "
                 f"train.micro_batch_size ({self.micro_batch_size})"
             )
+        if self.loss_chunk_size is not None and self.loss_chunk_size < 1:
+            raise ValueError(f"train.loss_chunk_size must be >= 1 or null, got {self.loss_chunk_size}")
         if self.neftune_alpha is not None and self.neftune_alpha < 0:
             raise ValueError(f"train.neftune_alpha must be >= 0 or null, got {self.neftune_alpha}")
 
@@ -276,18 +283,217 @@ class EvalConfig:
 
 
 @dataclasses.dataclass
+class TranslationExample:
+    """One few-shot example: a line of text and its translation."""
+
+    source: str = option(help="Text in the source language (one line).")
+    target: str = option(help="Its translation (one line).")
+
+
+@dataclasses.dataclass
+class TranslatePromptConfig:
+    """The few-shot completion prompt: header, examples as `SOURCE_LABEL: text` / `TARGET_LABEL: text` lines
+    each followed by the stop marker, then the segment to translate (see data/translate/prompt.py)."""
+
+    header: str = option(
+        "Translate the following texts from {source} to {target}. Keep code, names, numbers and markdown "
+        "formatting unchanged.",
+        help="First paragraph of every prompt; {source} and {target} are replaced by the language names.",
+    )
+    examples: list[TranslationExample] | None = option(
+        None,
+        help="Few-shot pairs [{source, target}, ...]; null = sisu's built-in English->Finnish examples "
+        "(required for any other language pair).",
+    )
+    source_label: str | None = option(
+        None, help="Label of the source line; null = the source language's name (English)."
+    )
+    target_label: str | None = option(
+        None, help="Label of the translation line; null = the target language's name (Finnish)."
+    )
+    stop: str = option(
+        "###",
+        help="Marker after each example; decoding stops at it and at a line break (segments are one line).",
+    )
+
+    def check(self) -> None:
+        if not self.stop.strip() or "\n" in self.stop:
+            raise ValueError(f"prompt.stop must be a non-empty marker without line breaks, got {self.stop!r}")
+        for i, example in enumerate(self.examples or []):
+            if "\n" in example.source or "\n" in example.target:
+                raise ValueError(f"prompt.examples.{i}: source and target must be single lines")
+
+
+@dataclasses.dataclass
+class TranslateSegmentsConfig:
+    """How texts are cut into segments and how long each segment's translation may be."""
+
+    max_chars: int = option(
+        600,
+        help="Lines longer than this are split at sentence ends into several segments (a sentence is never cut).",
+    )
+    length_factor: float = option(
+        2.5, help="Token budget of a segment: length_factor x its tokens + extra_new_tokens."
+    )
+    extra_new_tokens: int = option(16, help="Added to every segment's token budget.")
+
+    def check(self) -> None:
+        if self.max_chars < 1 or self.extra_new_tokens < 0 or self.length_factor <= 0:
+            raise ValueError("segments: max_chars >= 1, length_factor > 0 and extra_new_tokens >= 0 required")
+
+
+@dataclasses.dataclass
+class FilterSwitch:
+    """A cleaning filter without thresholds."""
+
+    enabled: bool = option(True, help="Apply this filter.")
+
+
+@dataclasses.dataclass
+class LanguageFilterConfig:
+    """Remove items whose translated text (outside code) is not in the target language."""
+
+    enabled: bool = option(True, help="Apply this filter (reason `wrong_language`).")
+    min_prob: float = option(0.5, help="Minimum langdetect probability of the target language.")
+    min_chars: int = option(
+        30, help="Texts with fewer letters outside code are not checked (langdetect is unreliable on them)."
+    )
+
+    def check(self) -> None:
+        if not 0.0 <= self.min_prob <= 1.0:
+            raise ValueError(f"min_prob must be in [0, 1], got {self.min_prob}")
+
+
+@dataclasses.dataclass
+class LengthRatioFilterConfig:
+    """Remove items where a translated text is much shorter or longer than its original (outside code)."""
+
+    enabled: bool = option(True, help="Apply this filter (reason `length_ratio`).")
+    min_ratio: float = option(0.5, help="Smallest allowed translated/original character ratio.")
+    max_ratio: float = option(2.0, help="Largest allowed translated/original character ratio.")
+    min_chars: int = option(30, help="Originals with fewer characters outside code are not checked.")
+
+    def check(self) -> None:
+        if not 0.0 <= self.min_ratio < self.max_ratio:
+            raise ValueError(f"need 0 <= min_ratio < max_ratio, got {self.min_ratio}, {self.max_ratio}")
+
+
+@dataclasses.dataclass
+class RepetitionFilterConfig:
+    """Remove items whose translation loops (a repetition the original does not have)."""
+
+    enabled: bool = option(True, help="Apply this filter (reason `repetition`).")
+    max_repeats: int = option(
+        3, help="Most consecutive copies of a word n-gram (n <= max_ngram) a translation may contain."
+    )
+    max_ngram: int = option(8, help="Longest n-gram (in words) checked for consecutive repeats.")
+    min_gzip_ratio: float = option(
+        0.25, help="Smallest allowed gzip compressed/raw size ratio (loops compress very well)."
+    )
+    gzip_min_chars: int = option(200, help="Texts shorter than this are not checked by the gzip ratio.")
+
+    def check(self) -> None:
+        if self.max_repeats < 1 or self.max_ngram < 1:
+            raise ValueError("max_repeats and max_ngram must be >= 1")
+
+
+@dataclasses.dataclass
+class ScaffoldingFilterConfig:
+    """Remove items whose translation echoes the prompt (not present in the original)."""
+
+    enabled: bool = option(
+        True,
+        help="Apply this filter (reason `scaffolding`); the stop marker and `LABEL:` of both languages are "
+        "always checked.",
+    )
+    markers: list[str] = option(
+        help="Further strings (case-insensitive) that betray prompt scaffolding.",
+        factory=lambda: ["Translate the following", "Translate into", "Translation:", "Käännös:"],
+    )
+
+
+@dataclasses.dataclass
+class UntranslatedFilterConfig:
+    """Remove items with a segment returned unchanged (outside code)."""
+
+    enabled: bool = option(True, help="Apply this filter (reason `untranslated_segment`).")
+    min_chars: int = option(
+        20, help="Segments with fewer letters (outside inline code) may stay unchanged (names, short terms)."
+    )
+
+
+@dataclasses.dataclass
+class CleaningConfig:
+    """Filters applied to every translated item; each removal is counted by reason in report.json."""
+
+    empty: FilterSwitch = option(
+        help="Reason `empty_segment`: a segment with letters translated to nothing.", factory=FilterSwitch
+    )
+    untranslated: UntranslatedFilterConfig = option(
+        help="Reason `untranslated_segment`.", factory=UntranslatedFilterConfig
+    )
+    scaffolding: ScaffoldingFilterConfig = option(
+        help="Reason `scaffolding`.", factory=ScaffoldingFilterConfig
+    )
+    repetition: RepetitionFilterConfig = option(help="Reason `repetition`.", factory=RepetitionFilterConfig)
+    length_ratio: LengthRatioFilterConfig = option(
+        help="Reason `length_ratio`.", factory=LengthRatioFilterConfig
+    )
+    language: LanguageFilterConfig = option(help="Reason `wrong_language`.", factory=LanguageFilterConfig)
+    identical_pair: FilterSwitch = option(
+        help="Reason `identical_pair`: preference pairs whose chosen and rejected became identical.",
+        factory=FilterSwitch,
+    )
+
+
+@dataclasses.dataclass
 class TranslateConfig:
     """Translate chat or preference data with the model itself (launch/translate.py)."""
 
-    output_dir: str = option(help="Translated JSONL files and report.json.")
-    seed: int = option(42, help="Seed.")
-    model: ModelConfig = option(help="The translating model.", factory=ModelConfig)
-    sources: list[SourceConfig] = option(
-        help="Sources to translate (same schema as data.sources).", factory=list
+    output_dir: str = option(
+        help="Translated JSONL (one file per source), rejected.jsonl, progress.jsonl and report.json."
     )
-    target_lang: str = option("fi", help="Target language code.")
-    generation: GenerationConfig = option(help="Decoding.", factory=GenerationConfig)
+    seed: int = option(42, help="Seed (model init with model.init_config; subsets of sources[].fraction).")
+    model: ModelConfig = option(help="The translating model (any causal LM).", factory=ModelConfig)
+    sources: list[SourceConfig] = option(
+        help="Sources to translate (same schema as data.sources; chat and preference formats may be mixed).",
+        factory=list,
+    )
+    on_invalid: Literal["error", "skip"] = option(
+        "error", help="Invalid source rows: error (stop) or skip (counted in report.json)."
+    )
+    source_lang: str = option("en", help="Language code of the sources.")
+    target_lang: str = option("fi", help="Target language code (the `lang` of the output records).")
+    roles: list[str] = option(
+        help="Message roles to translate (chat messages and preference prompt turns); others are copied. "
+        "Chosen and rejected are always translated.",
+        factory=lambda: ["system", "user", "assistant"],
+    )
+    items_per_chunk: int = option(
+        16,
+        help="Records per unit of work: a rank translates one chunk per round (segments length-sorted and "
+        "batched within it) and its finished records are appended to progress.jsonl.",
+    )
+    prompt: TranslatePromptConfig = option(help="Few-shot prompt.", factory=TranslatePromptConfig)
+    segments: TranslateSegmentsConfig = option(help="Segmentation.", factory=TranslateSegmentsConfig)
+    generation: GenerationConfig = option(
+        help="Decoding (greedy; max_new_tokens caps every segment's budget).", factory=GenerationConfig
+    )
+    cleaning: CleaningConfig = option(help="Cleaning filters.", factory=CleaningConfig)
     distributed: DistributedConfig = option(help="Process group.", factory=DistributedConfig)
+
+    def check(self) -> None:
+        if self.source_lang == self.target_lang:
+            raise ValueError(f"source_lang and target_lang are both {self.target_lang!r}")
+        if self.items_per_chunk < 1:
+            raise ValueError(f"items_per_chunk must be >= 1, got {self.items_per_chunk}")
+        unknown = sorted(set(self.roles) - {"system", "user", "assistant"})
+        if unknown:
+            raise ValueError(f"roles: unknown role(s) {unknown} (expected system, user, assistant)")
+        if self.generation.do_sample:
+            raise ValueError("generation.do_sample must be false: translation decodes greedily")
+        if self.generation.batch_size < 1 or self.generation.max_new_tokens < 1:
+            raise ValueError("generation.batch_size and generation.max_new_tokens must be >= 1")
 
 
 JOBS: dict[str, type] = {

@@ -9,15 +9,19 @@ from trainer.tasks import NEFTuneHook, SFTTask
 from trainer.trainer import Trainer, dry_run_plan
 
 
-def make_sft_task(*, tokenizer: Any, model: Any, bundle: Any, info: Any, alpha: float | None) -> SFTTask:
+def make_sft_task(
+    *, tokenizer: Any, model: Any, bundle: Any, info: Any, alpha: float | None, chunk_size: int | None
+) -> SFTTask:
     neftune = NEFTuneHook(model.get_input_embeddings(), alpha) if alpha else None
-    return SFTTask(pad_id=tokenizer.pad_token_id, neftune=neftune)
+    return SFTTask(pad_id=tokenizer.pad_token_id, neftune=neftune, chunk_size=chunk_size)
 
 
 def run_sft(cfg: SFTConfig) -> None:
     trainer = Trainer(
         cfg,
-        make_task=lambda **kw: make_sft_task(**kw, alpha=cfg.train.neftune_alpha),
+        make_task=lambda **kw: make_sft_task(
+            **kw, alpha=cfg.train.neftune_alpha, chunk_size=cfg.train.loss_chunk_size
+        ),
         expect="sft",
     )
     try:

@@ -322,6 +322,7 @@ class Trainer:
         set_lr(self.optimizer, lr)
         sums: dict[str, float] = {}
         real_tokens = 0
+        slots = 0  # padded batch positions: real tokens / slots is the padding (or packing) efficiency
         for batch in batches:
             batch = {k: v.to(info.device, non_blocking=True) for k, v in batch.items()}
             with named_range("forward"):
@@ -334,11 +335,12 @@ class Trainer:
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + value
             real_tokens += int(batch["attention_mask"].sum())
+            slots += batch["input_ids"].numel()
         keys = sorted(sums)
         totals = all_reduce_sum(
-            torch.tensor([sums[k] for k in keys] + [real_tokens], dtype=torch.float64)
+            torch.tensor([sums[k] for k in keys] + [real_tokens, slots], dtype=torch.float64)
         ).tolist()
-        totals_by_key = dict(zip(keys, totals[:-1]))
+        totals_by_key = dict(zip(keys, totals[:-2]))
         with named_range("optimizer"):
             if cfg.train.max_grad_norm is not None:
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.max_grad_norm)
@@ -358,7 +360,8 @@ class Trainer:
         record.update(
             self.task.step_metrics(totals_by_key, normaliser) if hasattr(self.task, "step_metrics") else {}
         )
-        record["real_tokens"] = totals[-1]
+        record["real_tokens"] = totals[-2]
+        record["padding_efficiency"] = totals[-2] / max(totals[-1], 1.0)
         return record, finite
 
     def _save(self, step: int, bad_steps: int) -> None:

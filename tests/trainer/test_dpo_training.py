@@ -82,7 +82,7 @@ def test_live_and_precompute_give_the_same_losses(runs):
     assert len(live) == len(pre) == STEPS
     for a, b in zip(live, pre):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-6)
-        assert a["rewards/margins"] == pytest.approx(b["rewards/margins"], rel=1e-3, abs=1e-5)
+        assert a["rewards/margins"] == pytest.approx(b["rewards/margins"], rel=1e-3, abs=1e-4)
     assert len(list((runs / "pre" / "reference_logps").glob("*.pt"))) == 1
     assert not (runs / "live" / "reference_logps").exists()
 

@@ -1,0 +1,119 @@
+"""LM head + log-probabilities in chunks of tokens, never materialising [tokens x vocab] logits at once.
+
+For SmolLM2 (vocabulary 49,152) a micro-batch of 2 x 512 tokens has 50M fp32 logits (200 MB) and as much again
+for their gradient; Poro (vocabulary 128,000) at 4 x 2048 tokens, 4 GB. Here each chunk's logits exist only
+while that chunk is processed, in forward and again (recomputed) in backward.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class _ChunkedTokenLogps(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int):
+        logps = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        lses = torch.empty_like(logps)
+        for start in range(0, hidden.shape[0], chunk_size):
+            end = start + chunk_size
+            logits = (hidden[start:end] @ weight.t()).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            lses[start:end] = lse
+            logps[start:end] = logits.gather(-1, targets[start:end, None]).squeeze(-1) - lse
+        ctx.save_for_backward(hidden, weight, targets, lses)
+        ctx.chunk_size = chunk_size
+        return logps
+
+    @staticmethod
+    def backward(ctx, grad_logps: torch.Tensor):
+        hidden, weight, targets, lses = ctx.saved_tensors
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = (
+            torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+            if ctx.needs_input_grad[1]
+            else None
+        )
+        for start in range(0, hidden.shape[0], ctx.chunk_size):
+            end = start + ctx.chunk_size
+            h = hidden[start:end]
+            logits = (h @ weight.t()).float()
+            # d logp_i / d logits_i = onehot(target_i) - softmax(logits_i)
+            grad_logits = torch.exp(logits - lses[start:end, None]).mul_(-grad_logps[start:end, None].float())
+            grad_logits.scatter_add_(-1, targets[start:end, None], grad_logps[start:end, None].float())
+            grad_logits = grad_logits.to(hidden.dtype)
+            if grad_hidden is not None:
+                grad_hidden[start:end] = grad_logits @ weight
+            if grad_weight is not None:
+                grad_weight += (grad_logits.t() @ h).float()
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        return grad_hidden, grad_weight, None, None
+
+
+def chunked_token_logps(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *, chunk_size: int = 1024
+) -> torch.Tensor:
+    r"""log p(target_i | h_i) for each row of `hidden`, with logits :math:`z_i = W h_i` computed chunk by chunk.
+
+    .. math::
+        \log p_i = z_{i, y_i} - \log \sum_v e^{z_{i,v}}
+
+    Args:
+        hidden: [N, d] final hidden states (already shifted: row i predicts targets[i]).
+        weight: [V, d] output embedding (LM head) weight.
+        targets: [N] token ids (no ignored positions: select the rows you need first).
+        chunk_size: rows per chunk; peak extra memory is about chunk_size x V x 4 bytes, twice in backward.
+
+    Returns:
+        [N] float32, differentiable with respect to `hidden` and `weight`.
+    """
+    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"expected hidden [N, d] and weight [V, d], got {tuple(hidden.shape)}, {tuple(weight.shape)}"
+        )
+    if targets.shape != hidden.shape[:1]:
+        raise ValueError(f"expected targets [N], got {tuple(targets.shape)} for {hidden.shape[0]} rows")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return _ChunkedTokenLogps.apply(hidden, weight, targets, chunk_size)
+
+
+def chunked_sequence_logps(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    r"""Per-sequence sums of target log-probs from the final hidden states: the chunked `sequence_logps`.
+
+    Shifts like the loss functions (hidden at t predicts labels at t + 1) and computes the LM head only for
+    positions that have a target, so masked prompt tokens cost nothing.
+
+    Args:
+        hidden: [B, T, d]; weight: [V, d]; labels: [B, T] aligned with the inputs, `ignore_index` ignored.
+
+    Returns:
+        [B] float32.
+    """
+    shift_hidden, shift_labels = hidden[:, :-1], labels[:, 1:]
+    mask = shift_labels != ignore_index
+    rows = chunked_token_logps(shift_hidden[mask], weight, shift_labels[mask], chunk_size=chunk_size)
+    batch_index = torch.arange(labels.shape[0], device=labels.device)[:, None].expand_as(mask)[mask]
+    out = torch.zeros(labels.shape[0], dtype=torch.float32, device=hidden.device)
+    return out.index_add(0, batch_index, rows)
+
+
+def chunked_sft_loss(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    chunk_size: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chunked equivalent of `losses.sft_loss`: (summed token cross-entropy, number of target tokens)."""
+    logps = chunked_sequence_logps(hidden, weight, labels, ignore_index=ignore_index, chunk_size=chunk_size)
+    return -logps.sum(), (labels[:, 1:] != ignore_index).sum()
