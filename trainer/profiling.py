@@ -47,6 +47,9 @@ class StepProfiler:
         self.dir = Path(output_dir) / "profile"
         self.memory = cfg.memory
         self._profiler: torch.profiler.profile | None = None
+        self._steps = 0
+        self._first_active = cfg.wait + cfg.warmup
+        self._active = cfg.active
         if not self.enabled:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -85,8 +88,17 @@ class StepProfiler:
         )
 
     def step(self) -> None:
-        if self._profiler is not None:
-            self._profiler.step()
+        """Call after every optimizer step. Also opens and closes the CUDA profiler API range around the active
+        steps, so `nsys --capture-range=cudaProfilerApi` records exactly the same window."""
+        if self._profiler is None:
+            return
+        self._profiler.step()
+        self._steps += 1
+        if self.device.type == "cuda":
+            if self._steps == self._first_active:
+                torch.cuda.profiler.start()
+            elif self._steps == self._first_active + self._active:
+                torch.cuda.profiler.stop()
 
     def stop(self) -> None:
         if self._profiler is None:
