@@ -44,8 +44,8 @@ class _ChunkedTokenLogps(torch.autograd.Function):
             grad_logits = grad_logits.to(hidden.dtype)
             if grad_hidden is not None:
                 grad_hidden[start:end] = grad_logits @ weight
-            if grad_weight is not None:
-                grad_weight += (grad_logits.t() @ h).float()
+            if grad_weight is not None:  # in place: no V x d temporary per chunk
+                grad_weight.addmm_(grad_logits.t().float(), h.float())
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
         return grad_hidden, grad_weight, None, None

@@ -20,6 +20,13 @@ def peak_memory_bytes(device: torch.device) -> int:
     """CUDA allocator peak on GPU; peak resident set size of this process on CPU."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    try:  # VmHWM restarts at exec; ru_maxrss would carry over a larger parent's peak (pytest, torchrun)
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)
 

@@ -24,6 +24,7 @@ from data.sampler import StepSampler
 from trainer import checkpoint as ckpt
 from trainer.builder import build_sharded_model
 from trainer.config import write_config
+from trainer.devices import detect_device_name, peak_flops
 from trainer.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -32,6 +33,7 @@ from trainer.distributed import (
     setup_logging,
     teardown,
 )
+from trainer.memory_plan import model_flops_per_token
 from trainer.metrics import MetricsLogger, Timer, current_rss_bytes, peak_memory_bytes, truncate_metrics
 from trainer.model import load_tokenizer
 from trainer.optim import build_optimizer, lr_at, set_lr
@@ -163,6 +165,12 @@ class Trainer:
             tokenizer=self.tokenizer, model=self.model, bundle=self.bundle, info=self.info
         )
         self.optimizer = build_optimizer(self.model, cfg.optim, device=self.info.device)
+        peak = (
+            cfg.train.peak_tflops * 1e12
+            if cfg.train.peak_tflops
+            else peak_flops(detect_device_name(self.info.device))
+        )
+        self.peak_flops_total = peak * self.info.world_size if peak else None
         # per-rank randomness from here on (NEFTune noise); resumed runs restore it from the checkpoint
         torch.manual_seed(cfg.seed * 1000 + self.info.rank + 1)
 
@@ -263,7 +271,7 @@ class Trainer:
                 record.update(
                     step=step,
                     epoch=epoch,
-                    tokens_per_second=record.pop("real_tokens") / seconds,
+                    tokens_per_second=record["real_tokens"] / seconds,
                     **({"pairs_per_second": record["num_pairs"] / seconds} if "num_pairs" in record else {}),
                     step_seconds=seconds,
                     elapsed_seconds=timer.elapsed(),
@@ -271,6 +279,9 @@ class Trainer:
                     rss_gb=current_rss_bytes() / 1e9,
                     bad_steps=bad_steps,
                 )
+                flops = record.pop("real_tokens") * record.pop("flops_per_token")
+                if self.peak_flops_total:  # model FLOPs utilisation of the policy's training step (GPU)
+                    record["mfu"] = flops / seconds / self.peak_flops_total
                 metrics.log(
                     record,
                     total_steps=plan.total_steps,
@@ -362,6 +373,12 @@ class Trainer:
         )
         record["real_tokens"] = totals[-2]
         record["padding_efficiency"] = totals[-2] / max(totals[-1], 1.0)
+        rows = all_reduce_sum(
+            torch.tensor([sum(b["input_ids"].shape[0] for b in batches)], dtype=torch.float64)
+        )
+        record["flops_per_token"] = model_flops_per_token(
+            self.model.config, int(totals[-1] / max(rows.item(), 1))
+        )
         return record, finite
 
     def _save(self, step: int, bad_steps: int) -> None:

@@ -144,3 +144,38 @@ def test_cpu_profile_trace_has_named_ranges(tmp_path):
     for name in ("data", "forward", "backward", "optimizer"):
         assert name in names, name
     assert any((out / "profile" / "tb").iterdir())
+
+
+def test_mfu_uses_model_flops_and_the_peak_override(tmp_path):
+    from trainer.config import load_config
+    from trainer.jobs import SFTConfig
+    from trainer.memory_plan import model_flops_per_token
+    from trainer.model import architecture_config
+
+    out = tmp_path / "mfu"
+    proc = subprocess.run(
+        _cmd(out, "train.max_steps=2", "train.peak_tflops=0.5"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = load_config(SFTConfig, os.path.join(REPO, TINY), [f"output_dir={out}"])
+    config = architecture_config(cfg.model, vocab_size=258)
+    low, high = model_flops_per_token(config, 1), model_flops_per_token(config, cfg.train.max_seq_len)
+    for m in _metrics(out):
+        per_token = m["mfu"] * 0.5e12 / m["tokens_per_second"]  # = model FLOPs per real token of the step
+        assert low <= per_token <= high
+    no_peak = tmp_path / "cpu"
+    subprocess.run(
+        _cmd(no_peak, "train.max_steps=1"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
+        check=True,
+    )
+    assert "mfu" not in _metrics(no_peak)[0]  # CPU: no peak in the device table, no MFU
