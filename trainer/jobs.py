@@ -74,6 +74,11 @@ class TrainConfig:
         help="Compute the LM head and the log-probs in chunks of this many tokens (never the full tokens x vocab "
         "logits), only where there is a target; null = the model's own full-logits forward.",
     )
+    peak_tflops: float | None = option(
+        None,
+        help="Peak dense bf16 TFLOP/s of one device (one GCD on MI250X) for the MFU metric; null = from the "
+        "device table in trainer/devices.py (no MFU on CPU).",
+    )
     max_bad_steps: int = option(
         5, help="Stop after this many consecutive steps with a non-finite loss or gradient norm."
     )
@@ -314,6 +319,11 @@ class TranslatePromptConfig:
     stop: str = option(
         "###",
         help="Marker after each example; decoding stops at it and at a line break (segments are one line).",
+    )
+    cache_prefix: bool = option(
+        True,
+        help="Encode the header and examples once and reuse their KV cache for every segment, so each prompt "
+        "prefills only its segment; false = every prompt in full.",
     )
 
     def check(self) -> None:
