@@ -12,6 +12,8 @@ with no batch left in a round generate a dummy prompt).
 
 from __future__ import annotations
 
+import copy
+import inspect
 import json
 import logging
 import os
@@ -78,6 +80,33 @@ def render_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
     return out
 
 
+@dataclass(frozen=True)
+class PromptPrefix:
+    """Token ids shared at the start of many prompts (e.g. few-shot examples) and their KV cache."""
+
+    token_ids: tuple[int, ...]
+    cache: Any
+
+
+def _cache_kwarg(model: torch.nn.Module) -> str:
+    """Name of the KV-cache argument: `cache` in recent transformers, `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+@torch.no_grad()
+def encode_prefix(model: torch.nn.Module, token_ids: Sequence[int], *, device: torch.device) -> PromptPrefix:
+    """Run the shared prefix once; generate_batch(prefix=...) then prefills only each prompt's own tokens."""
+    from transformers import DynamicCache
+
+    try:
+        cache = DynamicCache(config=model.config)
+    except TypeError:  # transformers < 4.56
+        cache = DynamicCache()
+    ids = torch.tensor([list(token_ids)], dtype=torch.long, device=device)
+    model(input_ids=ids, use_cache=True, **{_cache_kwarg(model): cache})
+    return PromptPrefix(tuple(token_ids), cache)
+
+
 @torch.no_grad()
 def generate_batch(
     model: torch.nn.Module,
@@ -90,20 +119,27 @@ def generate_batch(
     top_p: float = 1.0,
     synced: bool = False,
     stop_strings: Sequence[str] = (),
+    prefix: PromptPrefix | None = None,
     device: torch.device,
 ) -> tuple[list[str], int]:
     """Left-padded batched decoding with the KV cache; returns (texts, number of generated tokens).
 
     A row ends at an end-of-sequence/end-of-turn token, or at the first of `stop_strings` (completion-mode
-    prompts such as translation); the text is cut before the stop string.
+    prompts such as translation); the text is cut before the stop string. With `prefix` (see encode_prefix)
+    every prompt is `prefix.token_ids + token_ids[row]`: the prefix's cache is reused and the padding sits
+    between the prefix and each row's own tokens (masked; positions follow the mask).
     """
     longest = max(len(ids) for ids in token_ids)
+    shared = len(prefix.token_ids) if prefix is not None else 0
     pad = tokenizer.pad_token_id
-    input_ids = torch.full((len(token_ids), longest), pad, dtype=torch.long)
-    attention = torch.zeros((len(token_ids), longest), dtype=torch.long)
+    input_ids = torch.full((len(token_ids), shared + longest), pad, dtype=torch.long)
+    attention = torch.zeros((len(token_ids), shared + longest), dtype=torch.long)
+    if prefix is not None:
+        input_ids[:, :shared] = torch.tensor(prefix.token_ids, dtype=torch.long)
+        attention[:, :shared] = 1
     for row, ids in enumerate(token_ids):
-        input_ids[row, longest - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-        attention[row, longest - len(ids) :] = 1
+        input_ids[row, shared + longest - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention[row, shared + longest - len(ids) :] = 1
     stops = stop_token_ids(tokenizer)
     kwargs: dict[str, Any] = {"do_sample": do_sample}
     if do_sample:
@@ -112,6 +148,10 @@ def generate_batch(
         kwargs.update(temperature=None, top_p=None, top_k=None)
     if stop_strings:
         kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
+    if prefix is not None:
+        cache = copy.deepcopy(prefix.cache)  # generate extends the cache it is given
+        cache.batch_repeat_interleave(len(token_ids))
+        kwargs[_cache_kwarg(model)] = cache
     with named_range("generate"):
         output = model.generate(
             input_ids=input_ids.to(device),
@@ -123,7 +163,7 @@ def generate_batch(
             synced_gpus=synced,
             **kwargs,
         )
-    new = output[:, longest:].cpu()
+    new = output[:, shared + longest :].cpu()
     texts, count = [], 0
     for row in new.tolist():
         cut = len(row)

@@ -1,0 +1,58 @@
+"""Every job recipe in recipes/ starts with the command that runs it and passes --dry-run (offline)."""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if p.name != "experiments.yaml")
+
+
+def _job(path: Path) -> str:
+    text = path.read_text()
+    if "translate" in path.name or "translate" in path.parent.name:
+        return "translate"
+    if re.search(r"^benchmarks:", text, re.M):
+        return "eval"
+    if re.search(r"^(dpo|reference):", text, re.M):
+        return "dpo"
+    return "sft"
+
+
+def _launcher(job: str):
+    spec = importlib.util.spec_from_file_location(f"launch_{job}", REPO / "launch" / f"{job}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recipes_exist_for_the_paper():
+    names = {p.name for p in (REPO / "recipes" / "poro34b").glob("*.yaml")}
+    expected = {f"sft_en_fi_{x}pct.yaml" for x in (0, 10, 20, 40, 60, 80, 100)} | {
+        "sft_prompt_masking.yaml",
+        "sft_neftune.yaml",
+        "dpo_en.yaml",
+        "dpo_fi.yaml",
+        "dpo_both.yaml",
+        "eval_ifeval.yaml",
+        "translate_oasst2.yaml",
+        "translate_helpsteer2.yaml",
+    }
+    assert expected <= names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(REPO)))
+def test_recipe_starts_with_its_command_and_passes_dry_run(path, monkeypatch, capsys):
+    job = _job(path)
+    head = path.read_text().splitlines()[:6]
+    assert head[0].startswith("#"), "the first line says what the recipe is"
+    assert any(f"launch/{job}.py" in line or f"lumi.sbatch {job}" in line for line in head), head
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    code = _launcher(job).main(["--config", str(path), "--dry-run"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "config valid" in out.out
