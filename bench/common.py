@@ -581,8 +581,19 @@ def compare_tokens(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {name_a: x, name_b: y, "relative_difference": round((x - y) / y, 4) if y else None}
 
 
+def paired_ratios(a: dict[str, Any], b: dict[str, Any], key: str) -> dict[str, Any]:
+    """Ratios a/b of the runs of the same repeat (run back to back, so they share most of the machine's drift),
+    and their median: a check on the ratio of medians when the machine's speed changed between repeats."""
+    values = [
+        round(x[key] / y[key], 3)
+        for x, y in zip(a["runs"], b["runs"])
+        if x.get(key) is not None and y.get(key)
+    ]
+    return {"per_repeat": values, "median": round(statistics.median(values), 3) if values else None}
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 3) if a is not None and b else None
+    return round(a / b, 4) if a is not None and b else None
 
 
 def _load_average() -> float | None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The TRL side of bench/sft_throughput.py and bench/dpo_throughput.py, in its own virtual environment
 # (sisu never imports TRL; the benchmarks start bench/trl_runner.py with this interpreter).
-#   bash bench/setup_trl.sh            # creates bench/.venv-trl (about 1 GB), once
+#   bash bench/setup_trl.sh            # creates bench/.venv-trl (about 1.5 GB), once
 #   PYTHON=python3.11 bash bench/setup_trl.sh
 # The pins are the versions the recorded results used; transformers, datasets and accelerate match sisu's own
 # .venv, so both sides run the same modelling code and the same CPU build of torch.

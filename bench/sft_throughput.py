@@ -1,6 +1,6 @@
 """SFT throughput: sisu against TRL's SFTTrainer on the same model, data, batch and max length.
 
-    .venv/bin/python bench/sft_throughput.py                       # defaults below, about 15 min on 2 idle cores
+    .venv/bin/python bench/sft_throughput.py                       # defaults below; 43 min on the busy 2-core machine
     .venv/bin/python bench/sft_throughput.py --steps 3 --repeats 1 # a quick check
     .venv/bin/python bench/sft_throughput.py --sisu-override data.group_by_length=true
 
@@ -169,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
                 "target": f"<= {TARGETS['peak_rss_ratio']}",
                 "met": rss_ratio is not None and rss_ratio <= TARGETS["peak_rss_ratio"],
             },
+        }
+        result["paired_ratios"] = {
+            "tokens_per_second": common.paired_ratios(sisu, trl, "tokens_per_second"),
+            "peak_rss": common.paired_ratios(sisu, trl, "peak_rss_gb"),
         }
         result["real_tokens_measured"] = common.compare_tokens({"sisu": sisu, "trl": trl})
     common.finish(result, args)

@@ -104,7 +104,7 @@ def main(argv: list[str]) -> int:
         "use_cpu": True,
         "bf16": False,  # fp32 (TRL's configs default to bf16)
         "fp16": False,
-        "gradient_checkpointing": False,  # TRL's configs default to True
+        "activation_checkpointing": False,  # TRL's configs default gradient_checkpointing (its old name) to True
         "max_length": args.max_length,
         "logging_steps": 1,
         "save_strategy": "no",
@@ -195,7 +195,8 @@ def main(argv: list[str]) -> int:
     resolved = {
         key: getattr(config, key, None)
         for key in sorted(
-            set(common) | {"optim", "adam_beta1", "adam_beta2", "adam_epsilon", "torch_compile"}
+            set(common)
+            | {"gradient_checkpointing", "optim", "adam_beta1", "adam_beta2", "adam_epsilon", "torch_compile"}
         )
     }
     print("trl config: " + json.dumps(resolved, default=str), flush=True)
