@@ -92,7 +92,9 @@ class DataConfig:
     )
     packing: bool = _opt(
         False,
-        help="Pack several examples into rows of train.max_seq_len with attention isolated per document.",
+        help="Pack the examples of each optimizer step into rows (SFT: train.max_seq_len tokens; DPO: twice "
+        "that, one prompt shared by both completions) with attention isolated per document. Same examples per "
+        "step and the same loss as unpacked, less padding.",
     )
     cache_dir: str | None = _opt(
         None,

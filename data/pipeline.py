@@ -12,7 +12,6 @@ from typing import Any, Literal
 from data.config import DataConfig
 from data.errors import DataError
 from data.mix import build_mix
-from data.packing import pack_examples, packing_efficiency
 from data.records import ChatRecord, LoadReport
 from data.sources import CHAT_FORMATS, PREFERENCE_FORMATS
 from data.templates import ChatTemplate, render_chat
@@ -33,7 +32,6 @@ class DataBundle:
     stats: TokenizeStats
     template: ChatTemplate
     records: list
-    packed_from: int | None = None  # number of examples before packing (None: not packed)
     max_len: int | None = None
 
     def lengths(self) -> list[int]:
@@ -55,11 +53,6 @@ class DataBundle:
             f"truncated {self.stats.num_truncated}; dropped "
             + (", ".join(f"{r}: {n}" for r, n in sorted(self.stats.dropped.items())) or "0")
         )
-        if self.packed_from is not None:
-            lines.append(
-                f"packing: {self.packed_from} examples in {len(self.examples)} rows of {self.max_len} tokens, "
-                f"efficiency {100 * packing_efficiency(self.examples, max_len=self.max_len):.1f}% real tokens"
-            )
         lengths = self.lengths()
         if lengths:
             ordered = sorted(lengths)
@@ -129,15 +122,7 @@ def build_dataset(
     )
     if not examples:
         raise DataError("every record was dropped during tokenization (see the drop counts)")
-    packed_from = None
-    if cfg.packing:
-        if kind != "sft":
-            raise DataError("data.packing is implemented for SFT data; turn it off for preference data")
-        packed_from = len(examples)
-        examples = pack_examples(examples, max_len=max_seq_len)
-    return DataBundle(
-        kind, examples, reports, stats, template, records, packed_from=packed_from, max_len=max_seq_len
-    )
+    return DataBundle(kind, examples, reports, stats, template, records, max_len=max_seq_len)
 
 
 def mark_trained_text(

@@ -22,14 +22,15 @@ from typing import Any
 import torch
 
 from data.collate import collate_preference
+from data.packing import collate_packed_pairs, pair_length, plan_micro_batches
 from data.pipeline import DataBundle
 from data.tokenize import PreferenceExample
 from losses import dpo_loss
 from trainer.builder import build_sharded_model
-from trainer.distributed import DistInfo, all_reduce_sum
+from trainer.distributed import DistInfo, all_reduce_max, all_reduce_sum
 from trainer.jobs import DPOConfig, ModelConfig
 from trainer.profiling import named_range
-from trainer.tasks import completion_logps
+from trainer.tasks import Batch, check_packing_supported, completion_logps, filler_inputs, target_logps
 from trainer.trainer import Trainer, dry_run_plan
 
 logger = logging.getLogger("sisu")
@@ -58,12 +59,19 @@ def reference_model_config(cfg: DPOConfig) -> ModelConfig:
 
 
 def pair_logps(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], *, chunk_size: int | None = None
+    model: torch.nn.Module, batch: Batch, *, chunk_size: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed completion log-probs of the chosen rows (first half) and rejected rows (second half): ([B], [B])."""
-    logps = completion_logps(model, batch, chunk_size=chunk_size)
-    half = logps.shape[0] // 2
-    return logps[:half], logps[half:]
+    """Summed completion log-probs of each pair's chosen and rejected completion: ([K], [K]) for the K pairs of
+    the batch, in the order of `batch["index"]`. Unpacked batches hold the chosen rows first, then the rejected
+    rows; packed batches carry explicit targets (`data.packing.collate_packed_pairs`)."""
+    if "target_positions" not in batch:
+        logps = completion_logps(model, batch, chunk_size=chunk_size)
+        half = logps.shape[0] // 2
+        return logps[:half], logps[half:]
+    tokens = target_logps(model, batch, chunk_size=chunk_size)
+    sums = torch.zeros(2 * batch["index"].numel(), dtype=tokens.dtype, device=tokens.device)
+    sums = sums.index_add(0, batch["target_segments"], tokens)
+    return sums[0::2], sums[1::2]
 
 
 class DPOTask:
@@ -80,6 +88,8 @@ class DPOTask:
         reference: torch.nn.Module | None = None,
         reference_logps: torch.Tensor | None = None,
         chunk_size: int | None = None,
+        pack_length: int | None = None,
+        rows_per_micro_batch: int = 1,
     ) -> None:
         assert (reference is None) != (reference_logps is None), (
             "need exactly one of a live or precomputed reference"
@@ -91,13 +101,47 @@ class DPOTask:
         self.reference = reference
         self.reference_logps = reference_logps  # [N, 2] float64: chosen, rejected
         self.chunk_size = chunk_size
+        self.pack_length = pack_length  # None: unpacked; else rows of this many tokens
+        self.rows_per_micro_batch = rows_per_micro_batch
 
-    def collate(
-        self, examples: Sequence[PreferenceExample], indices: Sequence[int]
-    ) -> dict[str, torch.Tensor]:
-        batch = collate_preference(examples, pad_id=self.pad_id)
-        batch["index"] = torch.tensor(list(indices), dtype=torch.long)
-        return batch
+    @property
+    def packed(self) -> bool:
+        return self.pack_length is not None
+
+    def micro_batches(
+        self, examples: Sequence[PreferenceExample], micro_indices: Sequence[Sequence[int]]
+    ) -> list[Batch]:
+        if self.pack_length is None:
+            batches = []
+            for idx in micro_indices:
+                batch = collate_preference([examples[i] for i in idx], pad_id=self.pad_id)
+                batch["index"] = torch.tensor(list(idx), dtype=torch.long)
+                batches.append(batch)
+            return batches
+        step = [i for idx in micro_indices for i in idx]
+        plan = plan_micro_batches(
+            [pair_length(examples[i]) for i in step],
+            capacity=self.pack_length,
+            rows_per_micro_batch=self.rows_per_micro_batch,
+        )
+        return [
+            collate_packed_pairs(
+                [[examples[step[j]] for j in row] for row in micro],
+                [[step[j] for j in row] for row in micro],
+                pad_id=self.pad_id,
+            )
+            for micro in plan
+        ]
+
+    def filler_batch(self) -> Batch:
+        empty = torch.zeros(0, dtype=torch.long)
+        return {
+            **filler_inputs(self.pad_id),
+            "target_positions": empty,
+            "target_ids": empty.clone(),
+            "target_segments": empty.clone(),
+            "index": empty.clone(),
+        }
 
     def normaliser(self, batch: dict[str, torch.Tensor]) -> int:
         return int(batch["index"].numel())
@@ -165,32 +209,34 @@ def precompute_reference_logps(
     reference: torch.nn.Module,
     bundle: DataBundle,
     *,
+    task: DPOTask,
     info: DistInfo,
     micro_batch_size: int,
-    pad_id: int,
-    chunk_size: int | None = None,
+    pairs_per_round: int = 64,
 ) -> torch.Tensor:
     """[N, 2] (chosen, rejected) reference log-probs of every example, identical on all ranks.
 
-    Ranks take interleaved shares, longest first; every rank runs the same number of forwards (FSDP needs all
-    ranks in each collective), repeating an example where its share is shorter, and the results are summed.
+    Ranks take interleaved shares, longest first, batched (and packed) as in training by `task`, a round of
+    `pairs_per_round` pairs at a time. Every rank runs the same number of forwards in every round (FSDP needs all
+    ranks in each collective; a rank with less work runs filler batches), and the results are summed.
     """
     num = len(bundle.examples)
     mine = sorted(range(info.rank, num, info.world_size), key=lambda i: -bundle.examples[i].length)
     per_rank = -(-num // info.world_size)
-    mine += mine[-1:] * (per_rank - len(mine)) if mine else [0] * per_rank
     out = torch.zeros(num, 2, dtype=torch.float64)
-    filled = torch.zeros(num, dtype=torch.bool)
-    for start in range(0, per_rank, micro_batch_size):
-        idx = mine[start : start + micro_batch_size]
-        batch = collate_preference([bundle.examples[i] for i in idx], pad_id=pad_id)
-        batch = {k: v.to(info.device) for k, v in batch.items()}
-        with named_range("reference_forward"):
-            chosen, rejected = pair_logps(reference, batch, chunk_size=chunk_size)
-        for row, i in enumerate(idx):
-            if not filled[i] and i % info.world_size == info.rank:
-                out[i, 0], out[i, 1] = float(chosen[row]), float(rejected[row])
-                filled[i] = True
+    for start in range(0, per_rank, pairs_per_round):
+        chunk = mine[start : start + pairs_per_round]
+        groups = [chunk[i : i + micro_batch_size] for i in range(0, len(chunk), micro_batch_size)]
+        batches = task.micro_batches(bundle.examples, groups)
+        count = int(all_reduce_max(torch.tensor([len(batches)], dtype=torch.int64)).item())
+        batches += [task.filler_batch() for _ in range(count - len(batches))]
+        for batch in batches:
+            batch = {k: v.to(info.device) for k, v in batch.items()}
+            with named_range("reference_forward"):
+                chosen, rejected = pair_logps(reference, batch, chunk_size=task.chunk_size)
+            rows = batch["index"].cpu()
+            out[rows, 0] = chosen.double().cpu()
+            out[rows, 1] = rejected.double().cpu()
     return all_reduce_sum(out)
 
 
@@ -213,7 +259,12 @@ def make_dpo_task(
         "loss_type": cfg.dpo.loss_type,
         "label_smoothing": cfg.dpo.label_smoothing,
         "chunk_size": cfg.train.loss_chunk_size,
+        # packed rows are as wide as an unpacked pair (two rows of max_seq_len), so every pair fits
+        "pack_length": 2 * cfg.train.max_seq_len if cfg.data.packing else None,
+        "rows_per_micro_batch": cfg.train.micro_batch_size,
     }
+    if cfg.data.packing:
+        check_packing_supported(model)
 
     def build_reference() -> torch.nn.Module:
         return build_sharded_model(
@@ -236,9 +287,9 @@ def make_dpo_task(
         logps = precompute_reference_logps(
             reference,
             bundle,
+            task=DPOTask(**common, reference_logps=torch.zeros(0, 2)),
             info=info,
             micro_batch_size=cfg.train.micro_batch_size,
-            pad_id=tokenizer.pad_token_id,
         )
         del reference
         gc.collect()

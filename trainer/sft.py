@@ -5,23 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 from trainer.jobs import SFTConfig
-from trainer.tasks import NEFTuneHook, SFTTask
+from trainer.tasks import NEFTuneHook, SFTTask, check_packing_supported
 from trainer.trainer import Trainer, dry_run_plan
 
 
-def make_sft_task(
-    *, tokenizer: Any, model: Any, bundle: Any, info: Any, alpha: float | None, chunk_size: int | None
-) -> SFTTask:
+def make_sft_task(cfg: SFTConfig, *, tokenizer: Any, model: Any, bundle: Any, info: Any) -> SFTTask:
+    alpha = cfg.train.neftune_alpha
     neftune = NEFTuneHook(model.get_input_embeddings(), alpha) if alpha else None
-    return SFTTask(pad_id=tokenizer.pad_token_id, neftune=neftune, chunk_size=chunk_size)
+    if cfg.data.packing:
+        check_packing_supported(model)
+    return SFTTask(
+        pad_id=tokenizer.pad_token_id,
+        neftune=neftune,
+        chunk_size=cfg.train.loss_chunk_size,
+        pack_length=cfg.train.max_seq_len if cfg.data.packing else None,
+        rows_per_micro_batch=cfg.train.micro_batch_size,
+    )
 
 
 def run_sft(cfg: SFTConfig) -> None:
     trainer = Trainer(
         cfg,
-        make_task=lambda **kw: make_sft_task(
-            **kw, alpha=cfg.train.neftune_alpha, chunk_size=cfg.train.loss_chunk_size
-        ),
+        make_task=lambda **kw: make_sft_task(cfg, **kw),
         expect="sft",
     )
     try:

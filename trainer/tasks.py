@@ -1,35 +1,67 @@
-"""What differs between SFT and DPO inside one micro-step: collation, the loss, and what to count.
+"""What differs between SFT and DPO inside one optimizer step: batching, the loss, and what to count.
+
+A task turns this rank's examples of one optimizer step into micro-batches (`micro_batches`): unpacked, one per
+list of indices from the sampler; packed (`data.packing`), the step's examples packed into rows
+(`data/packing.py`), `train.micro_batch_size` rows per micro-batch. Packed, the number of micro-batches varies
+with the data, so the trainer pads every rank to the same count with `filler_batch()` (no tokens, no targets:
+FSDP needs every rank in every forward and backward).
 
 A task's `loss` returns a *sum* over the micro-batch (token losses for SFT, pair losses for DPO); the trainer
 divides by the global count of the optimizer step (`normaliser`, summed over micro-batches and ranks) so that the
-update never depends on the world size or the accumulation steps.
+update never depends on the world size, the accumulation steps or the packing.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import torch
 
 from data.collate import collate_sft
-from data.packing import PackedRow, collate_packed
+from data.packing import collate_packed, pack_row, plan_micro_batches
 from data.tokenize import IGNORE_INDEX, SFTExample
 from losses import neftune_noise, sequence_logps, sft_loss
-from losses.chunked import chunked_sequence_logps
+from losses.chunked import chunked_sequence_logps, chunked_token_logps
+
+Batch = dict[str, torch.Tensor]
 
 
 class Task(Protocol):
     kind: str
     count_name: str  # what `normaliser` counts: num_tokens (SFT) or num_pairs (DPO)
+    packed: bool
 
-    def collate(self, examples: Sequence[Any], indices: Sequence[int]) -> dict[str, torch.Tensor]: ...
+    def micro_batches(
+        self, examples: Sequence[Any], micro_indices: Sequence[Sequence[int]]
+    ) -> list[Batch]: ...
 
-    def normaliser(self, batch: dict[str, torch.Tensor]) -> int: ...
+    def filler_batch(self) -> Batch: ...
 
-    def loss(
-        self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def normaliser(self, batch: Batch) -> int: ...
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+
+def check_packing_supported(model: torch.nn.Module) -> None:
+    """Packing restarts position ids per document; a model without them (ALiBi: BLOOM, Poro) cannot isolate
+    packed documents."""
+    if "position_ids" not in inspect.signature(model.forward).parameters:
+        raise ValueError(
+            f"data.packing needs a model that takes position_ids; {type(model).__name__} does not (ALiBi "
+            "models such as BLOOM/Poro): set data.packing=false (data.group_by_length=true reduces padding)"
+        )
+
+
+def filler_inputs(pad_id: int) -> Batch:
+    """One padding position that nothing attends to and nothing learns from."""
+    return {
+        "input_ids": torch.full((1, 1), pad_id, dtype=torch.long),
+        "position_ids": torch.zeros((1, 1), dtype=torch.long),
+        "attention_mask": torch.zeros((1, 1), dtype=torch.long),
+        "packed_mask": torch.ones((1, 1, 1, 1), dtype=torch.bool),
+    }
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -44,32 +76,61 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
 
 
-def completion_logps(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], *, chunk_size: int | None
-) -> torch.Tensor:
-    """Per-row sums of the target tokens' log-probs, [rows] float32.
-
-    With `chunk_size`, the LM head runs in chunks inside the model's forward (a hook on the decoder's output,
-    where FSDP has the head's weight gathered) and only on positions with a target; the model itself computes
-    logits for the last position only. Without it, the full logits come from the model as usual.
-    """
+def _head_in_forward(model: torch.nn.Module, chunk_size: int | None) -> bool:
+    """Whether the LM head can run in chunks on the decoder's output (a bias-free head and a decoder to hook)."""
     head = model.get_output_embeddings()
-    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
-    inputs = model_inputs(batch)
-    if chunk_size is None or decoder is None or getattr(head, "bias", None) is not None:
-        return sequence_logps(model(**inputs).logits, batch["labels"])
+    return chunk_size is not None and hasattr(model, "get_decoder") and getattr(head, "bias", None) is None
+
+
+def _on_final_hidden(model: torch.nn.Module, batch: Batch, fn: Any) -> torch.Tensor:
+    """`fn(hidden [B, T, d], head_weight [V, d])`, evaluated inside the model's forward (a hook on the decoder's
+    output, where FSDP has the head's weight gathered); the model itself computes logits for one position only."""
+    head = model.get_output_embeddings()
     result: dict[str, torch.Tensor] = {}
 
     def on_decoder_output(module: torch.nn.Module, args: Any, output: Any) -> None:
         hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
-        result["logps"] = chunked_sequence_logps(hidden, head.weight, batch["labels"], chunk_size=chunk_size)
+        result["out"] = fn(hidden, head.weight)
 
-    handle = decoder.register_forward_hook(on_decoder_output)
+    handle = model.get_decoder().register_forward_hook(on_decoder_output)
     try:
-        model(**inputs, logits_to_keep=1)
+        model(**model_inputs(batch), logits_to_keep=1)
     finally:
         handle.remove()
-    return result["logps"]
+    return result["out"]
+
+
+def completion_logps(model: torch.nn.Module, batch: Batch, *, chunk_size: int | None) -> torch.Tensor:
+    """Per-row sums of the target tokens' log-probs, [rows] float32.
+
+    With `chunk_size`, the LM head runs in chunks inside the model's forward and only on positions with a
+    target. Without it, the full logits come from the model as usual.
+    """
+    if not _head_in_forward(model, chunk_size):
+        return sequence_logps(model(**model_inputs(batch)).logits, batch["labels"])
+    return _on_final_hidden(
+        model,
+        batch,
+        lambda hidden, weight: chunked_sequence_logps(hidden, weight, batch["labels"], chunk_size=chunk_size),
+    )
+
+
+def target_logps(model: torch.nn.Module, batch: Batch, *, chunk_size: int | None) -> torch.Tensor:
+    """log p(target_ids[i] | position target_positions[i]) for explicit targets (packed pairs), [N] float32.
+
+    `target_positions` index the flattened [B * T] positions of the batch.
+    """
+    positions, targets = batch["target_positions"], batch["target_ids"]
+    if not _head_in_forward(model, chunk_size):
+        logits = model(**model_inputs(batch)).logits.flatten(0, 1)[positions].float()
+        return logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
+    return _on_final_hidden(
+        model,
+        batch,
+        lambda hidden, weight: chunked_token_logps(
+            hidden.flatten(0, 1)[positions], weight, targets, chunk_size=chunk_size
+        ),
+    )
 
 
 class NEFTuneHook:
@@ -95,25 +156,50 @@ class SFTTask:
     count_name = "num_tokens"
 
     def __init__(
-        self, *, pad_id: int, neftune: NEFTuneHook | None = None, chunk_size: int | None = None
+        self,
+        *,
+        pad_id: int,
+        neftune: NEFTuneHook | None = None,
+        chunk_size: int | None = None,
+        pack_length: int | None = None,
+        rows_per_micro_batch: int = 1,
     ) -> None:
         self.pad_id = pad_id
         self.neftune = neftune
         self.chunk_size = chunk_size
+        self.pack_length = pack_length  # None: unpacked
+        self.rows_per_micro_batch = rows_per_micro_batch
 
-    def collate(
-        self, examples: Sequence[SFTExample | PackedRow], indices: Sequence[int]
-    ) -> dict[str, torch.Tensor]:
-        if isinstance(examples[0], PackedRow):
-            return collate_packed(examples, pad_id=self.pad_id)
-        return collate_sft(examples, pad_id=self.pad_id)
+    @property
+    def packed(self) -> bool:
+        return self.pack_length is not None
 
-    def normaliser(self, batch: dict[str, torch.Tensor]) -> int:
+    def micro_batches(
+        self, examples: Sequence[SFTExample], micro_indices: Sequence[Sequence[int]]
+    ) -> list[Batch]:
+        if self.pack_length is None:
+            return [collate_sft([examples[i] for i in idx], pad_id=self.pad_id) for idx in micro_indices]
+        step = [examples[i] for idx in micro_indices for i in idx]
+        plan = plan_micro_batches(
+            [len(e.input_ids) for e in step],
+            capacity=self.pack_length,
+            rows_per_micro_batch=self.rows_per_micro_batch,
+        )
+        return [
+            collate_packed([pack_row([step[j] for j in row]) for row in micro], pad_id=self.pad_id)
+            for micro in plan
+        ]
+
+    def filler_batch(self) -> Batch:
+        batch = filler_inputs(self.pad_id)
+        batch["labels"] = torch.full((1, 1), IGNORE_INDEX, dtype=torch.long)
+        batch["document_ids"] = torch.full((1, 1), -1, dtype=torch.long)
+        return batch
+
+    def normaliser(self, batch: Batch) -> int:
         return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
-    def loss(
-        self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         if self.neftune is not None:
             self.neftune.attention_mask = batch["attention_mask"]
             self.neftune.document_ids = batch.get("document_ids")

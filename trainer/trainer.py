@@ -27,6 +27,7 @@ from trainer.config import write_config
 from trainer.devices import detect_device_name, peak_flops
 from trainer.distributed import (
     DistInfo,
+    all_reduce_max,
     all_reduce_sum,
     init_distributed,
     seed_everything,
@@ -324,9 +325,10 @@ class Trainer:
         cfg, info = self.cfg, self.info
         micro_indices = self.sampler.step_indices(epoch, step_in_epoch)
         with named_range("data"):
-            batches = [
-                self.task.collate([self.bundle.examples[i] for i in idx], idx) for idx in micro_indices
-            ]
+            batches = self.task.micro_batches(self.bundle.examples, micro_indices)
+            if self.task.packed:  # packed steps vary in micro-batches: every rank runs the largest count
+                count = int(all_reduce_max(torch.tensor([len(batches)], dtype=torch.int64)).item())
+                batches += [self.task.filler_batch() for _ in range(count - len(batches))]
         local = torch.tensor([sum(self.task.normaliser(b) for b in batches)], dtype=torch.float64)
         normaliser = float(all_reduce_sum(local).item())
         lr = lr_at(step, total_steps=self.plan.total_steps, cfg=cfg.optim)

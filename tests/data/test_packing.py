@@ -1,9 +1,33 @@
 import pytest
 import torch
 
-from data.collate import collate_sft
-from data.packing import collate_packed, pack_examples, packing_efficiency
-from data.tokenize import IGNORE_INDEX, SFTExample
+from data.collate import collate_preference, collate_sft
+from data.packing import (
+    best_fit_decreasing,
+    collate_packed,
+    collate_packed_pairs,
+    pack_examples,
+    packing_efficiency,
+    plan_micro_batches,
+)
+from data.tokenize import IGNORE_INDEX, PreferenceExample, SFTExample
+
+
+def _tiny_model():
+    from trainer.jobs import ModelConfig
+    from trainer.model import build_model
+
+    torch.manual_seed(0)
+    config = {
+        "model_type": "llama",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 100,
+    }
+    return build_model(ModelConfig(init_config=config), device="cpu").double()
 
 
 def _ex(n, start=1, masked=0):
@@ -48,25 +72,9 @@ def test_collate_packed_block_diagonal_causal_mask():
 
 def test_packed_loss_and_gradients_equal_unpacked():
     from losses import sft_loss
-    from trainer.jobs import ModelConfig
-    from trainer.model import build_model
     from trainer.tasks import model_inputs
 
-    torch.manual_seed(0)
-    model = build_model(
-        ModelConfig(
-            init_config={
-                "model_type": "llama",
-                "hidden_size": 32,
-                "intermediate_size": 64,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 4,
-                "num_key_value_heads": 2,
-                "vocab_size": 100,
-            }
-        ),
-        device="cpu",
-    ).double()
+    model = _tiny_model()
     gen = torch.Generator().manual_seed(1)
     examples = []
     for n, masked in [(7, 2), (5, 0), (9, 3), (3, 0)]:
@@ -89,19 +97,89 @@ def test_packed_loss_and_gradients_equal_unpacked():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
 
-def test_pipeline_packs_and_reports_efficiency(tiny_tokenizer, repo):
-    from data.config import DataConfig, SourceConfig
-    from data.pipeline import build_dataset
+def test_micro_batches_take_the_fullest_rows_first():
+    """Lengths 6,2,5,3,1 into rows of 8: 6 -> A; 5 -> B; 3 -> B (free 0); 2 -> A (free 0); 1 -> C.
+    Fullest first (A = 8, B = 8, C = 1; ties keep creation order), two rows per micro-batch."""
+    lengths = [6, 2, 5, 3, 1]
+    assert best_fit_decreasing(lengths, capacity=8) == [[0, 1], [2, 3], [4]]
+    assert plan_micro_batches(lengths, capacity=8, rows_per_micro_batch=2) == [[[0, 1], [2, 3]], [[4]]]
+    assert plan_micro_batches([], capacity=8, rows_per_micro_batch=2) == []
+    with pytest.raises(ValueError, match="longer than the packing length"):
+        best_fit_decreasing([9], capacity=8)
 
-    cfg = DataConfig(sources=[SourceConfig(path=str(repo / "data/samples/chat_en.jsonl"))], packing=True)
-    bundle = build_dataset(cfg, tokenizer=tiny_tokenizer, max_seq_len=1024, use_cache=False)
-    plain = build_dataset(
-        DataConfig(sources=cfg.sources), tokenizer=tiny_tokenizer, max_seq_len=1024, use_cache=False
+
+def _pair(prompt, chosen, rejected):
+    return PreferenceExample(tuple(prompt), tuple(chosen), tuple(rejected), "s", "en")
+
+
+def test_packed_pair_layout_by_hand():
+    """prompt (1, 2) | chosen (3, 4) | rejected (5,), then a second pair (6) | (7) | (8, 9).
+
+    Positions: the rejected completion continues from the prompt (2), not from the chosen one. Targets: chosen
+    3 is predicted at the last prompt token (row position 1), 4 at 2; rejected 5 also at the last prompt token
+    (1), never at the chosen token 4 on its left."""
+    batch = collate_packed_pairs(
+        [[_pair([1, 2], [3, 4], [5]), _pair([6], [7], [8, 9])]], [[10, 11]], pad_id=0
     )
-    assert bundle.packed_from == len(plain.examples) == 66
-    assert len(bundle.examples) < 66
-    # every document start loses its label, which unpacked examples never had (shifted out): totals agree
-    assert sum(r.num_target_tokens for r in bundle.examples) == sum(
-        e.num_target_tokens for e in plain.examples
+    assert batch["input_ids"].tolist() == [[1, 2, 3, 4, 5, 6, 7, 8, 9]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 2, 0, 1, 1, 2]]
+    assert batch["target_positions"].tolist() == [1, 2, 1, 5, 5, 7]
+    assert batch["target_ids"].tolist() == [3, 4, 5, 7, 8, 9]
+    assert batch["target_segments"].tolist() == [0, 0, 1, 2, 3, 3]
+    assert batch["index"].tolist() == [10, 11]
+    mask = batch["packed_mask"][0, 0].int().tolist()
+    assert mask[:5] == [
+        [1, 0, 0, 0, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0, 0, 0, 0],  # chosen sees the prompt
+        [1, 1, 1, 1, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 1, 0, 0, 0, 0],  # rejected sees the prompt and itself, never the chosen tokens
+    ]
+    assert mask[8] == [0, 0, 0, 0, 0, 1, 0, 1, 1]  # the second pair never sees the first
+
+
+def test_packed_pair_logps_and_gradients_equal_unpacked():
+    from trainer.dpo import pair_logps
+
+    model = _tiny_model()
+    gen = torch.Generator().manual_seed(2)
+
+    def ids(n):
+        return torch.randint(1, 100, (n,), generator=gen).tolist()
+
+    pairs = [_pair(ids(p), ids(c), ids(r)) for p, c, r in [(4, 3, 5), (2, 6, 1), (5, 2, 2), (3, 1, 4)]]
+
+    def logps_and_grads(batch, chunk_size):
+        model.zero_grad()
+        chosen, rejected = pair_logps(model, batch, chunk_size=chunk_size)
+        (chosen.sum() - 2 * rejected.sum()).backward()
+        return chosen.detach(), rejected.detach(), [p.grad.clone() for p in model.parameters()]
+
+    unpacked = logps_and_grads(collate_preference(pairs, pad_id=0), None)
+    rows = [[pairs[0], pairs[1]], [pairs[2], pairs[3]]]
+    for chunk_size in (None, 3):
+        packed = logps_and_grads(collate_packed_pairs(rows, [[0, 1], [2, 3]], pad_id=0), chunk_size)
+        # log-probs are float32 by design (losses/), so agreement is at float32 precision in a float64 model
+        torch.testing.assert_close(packed[0], unpacked[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(packed[1], unpacked[1], rtol=1e-5, atol=1e-6)
+        for a, b in zip(packed[2], unpacked[2]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_filler_batches_contribute_nothing():
+    from trainer.dpo import DPOTask, pair_logps
+    from trainer.tasks import SFTTask
+
+    model = _tiny_model()
+    sft = SFTTask(pad_id=0, chunk_size=4, pack_length=16, rows_per_micro_batch=2)
+    filler = sft.filler_batch()
+    assert sft.normaliser(filler) == 0
+    loss_sum, stats = sft.loss(model, filler)
+    loss_sum.backward()
+    assert float(loss_sum) == 0 and stats["num_tokens"] == 0
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+    dpo = DPOTask(
+        pad_id=0, beta=0.1, loss_type="sigmoid", label_smoothing=0.0, reference_logps=torch.zeros(0, 2)
     )
-    assert any(line.startswith("packing: 66 examples in") for line in bundle.summary_lines())
+    chosen, rejected = pair_logps(model, dpo.filler_batch(), chunk_size=4)
+    assert chosen.shape == rejected.shape == (0,) and dpo.normaliser(dpo.filler_batch()) == 0

@@ -110,6 +110,27 @@ def test_one_process_with_accumulation_equals_two_processes(runs):
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
 
 
+def test_packed_pairs_keep_the_losses_in_every_mode(runs):
+    """Packed (prompt shared by both completions, several pairs per row): the same losses and rewards as
+    unpacked, live or precomputed, on 1 or 2 processes (packed steps can need different numbers of micro-batches
+    per rank, evened out with filler batches)."""
+    unpacked = _metrics(runs / "live")
+    for name, overrides, nproc in [
+        ("packed_live", ["reference.mode=live"], 1),
+        ("packed_pre", ["reference.mode=precompute"], 1),
+        ("packed_two", ["reference.mode=live"], 2),
+    ]:
+        packed = _metrics(_dpo(runs / name, "data.packing=true", *overrides, nproc=nproc) and runs / name)
+        assert [m["num_pairs"] for m in packed] == [m["num_pairs"] for m in unpacked]
+        for a, b in zip(unpacked, packed):
+            assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-6), name
+            assert b["rewards/margins"] == pytest.approx(a["rewards/margins"], rel=1e-3, abs=1e-4), name
+            assert b["logps/chosen"] == pytest.approx(a["logps/chosen"], rel=1e-5), name
+            assert b["padding_efficiency"] > a["padding_efficiency"], name
+            # the shared prompt is computed once per pair: fewer real tokens go through the model
+            assert b["tokens_per_second"] * b["step_seconds"] < a["tokens_per_second"] * a["step_seconds"]
+
+
 def test_end_token_is_inside_the_logps_when_eos_is_pad(tiny_tokenizer):
     from data.collate import collate_preference
     from data.tokenize import PreferenceExample

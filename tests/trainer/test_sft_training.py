@@ -63,7 +63,10 @@ def runs(tmp_path_factory):
     # 1 process: global 8 / micro 2 = 4 accumulation steps; 2 processes: 2 accumulation steps each
     _sft(repo, one)
     _sft(repo, two, nproc=2)
-    return {"repo": repo, "root": root, "one": one, "two": two}
+    packed, packed_two = root / "packed", root / "packed_two"
+    _sft(repo, packed, "data.packing=true")
+    _sft(repo, packed_two, "data.packing=true", nproc=2)
+    return {"repo": repo, "root": root, "one": one, "two": two, "packed": packed, "packed_two": packed_two}
 
 
 def test_one_process_with_accumulation_equals_two_processes(runs):
@@ -79,6 +82,20 @@ def test_one_process_with_accumulation_equals_two_processes(runs):
     assert w1.keys() == w2.keys()
     for key in w1:
         torch.testing.assert_close(w1[key], w2[key], rtol=1e-4, atol=1e-6)
+
+
+def test_packing_keeps_the_losses_and_cuts_the_padding(runs):
+    """Packing works on each optimizer step's own examples: the same examples, target tokens and losses as the
+    unpacked run, step for step, in fewer padded slots; 2 processes (whose packed steps can need different
+    numbers of micro-batches, evened out with filler batches) equal 1."""
+    one, packed, packed_two = _metrics(runs["one"]), _metrics(runs["packed"]), _metrics(runs["packed_two"])
+    assert [m["num_tokens"] for m in packed] == [m["num_tokens"] for m in one]
+    for a, b, c in zip(one, packed, packed_two):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+        assert c["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert b["padding_efficiency"] >= a["padding_efficiency"]
+    assert sum(m["padding_efficiency"] for m in packed) > sum(m["padding_efficiency"] for m in one)
 
 
 def test_two_nodes_on_loopback_equal_two_processes(runs):
