@@ -106,6 +106,56 @@ def chunked_sequence_logps(
     return out.index_add(0, batch_index, rows)
 
 
+class _FusedNLLSum(torch.autograd.Function):
+    """sum_i -log p(target_i | h_i), with the gradients computed in the same pass over the chunks.
+
+    The output is a scalar, so its gradients are the ones of a unit upstream gradient times the upstream scalar:
+    they are computed chunk by chunk in the forward (each chunk's logits exist once, instead of being recomputed
+    in the backward) and scaled in the backward. What lives from the forward to the backward is
+    grad_hidden [N, d] and grad_weight [V, d] (float32), the size of the head's own gradient.
+    """
+
+    @staticmethod
+    def forward(
+        ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int, grads: bool
+    ):
+        # needs_input_grad stays True under no_grad: `grads` (grad mode at the call) says whether a backward can come
+        need_hidden, need_weight = grads and ctx.needs_input_grad[0], grads and ctx.needs_input_grad[1]
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden) if need_hidden else None
+        grad_weight = (
+            torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_weight else None
+        )
+        for start in range(0, hidden.shape[0], chunk_size):
+            end = start + chunk_size
+            h = hidden[start:end]
+            logits = (h @ weight.t()).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            total += (lse - logits.gather(-1, targets[start:end, None]).squeeze(-1)).sum()
+            if need_hidden or need_weight:
+                # d(-log p_i) / d logits_i = softmax(logits_i) - onehot(target_i), in place over the logits
+                grad_logits = logits.sub_(lse[:, None]).exp_()
+                grad_logits.scatter_add_(-1, targets[start:end, None], torch.full_like(lse[:, None], -1.0))
+                if grad_hidden is not None:
+                    grad_hidden[start:end] = grad_logits.to(hidden.dtype) @ weight
+                if grad_weight is not None:
+                    grad_weight.addmm_(grad_logits.t(), h.float())
+        ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype) if grad_weight is not None else None)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total: torch.Tensor):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        scale = grad_total.float()
+        return (
+            grad_hidden * scale.to(grad_hidden.dtype) if grad_hidden is not None else None,
+            grad_weight * scale.to(grad_weight.dtype) if grad_weight is not None else None,
+            None,
+            None,
+            None,
+        )
+
+
 def chunked_sft_loss(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -114,6 +164,27 @@ def chunked_sft_loss(
     ignore_index: int = -100,
     chunk_size: int = 1024,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The chunked equivalent of `losses.sft_loss`: (summed token cross-entropy, number of target tokens)."""
-    logps = chunked_sequence_logps(hidden, weight, labels, ignore_index=ignore_index, chunk_size=chunk_size)
-    return -logps.sum(), (labels[:, 1:] != ignore_index).sum()
+    r"""The chunked equivalent of `losses.sft_loss`: (summed token cross-entropy, number of target tokens).
+
+    .. math::
+        L = -\sum_{t:\, y_{t+1} \neq \text{ignore}} \log \operatorname{softmax}(W h_t)_{y_{t+1}}
+
+    Shifts like `sft_loss` and runs the LM head only on positions with a target. Because L is a scalar, the
+    gradients with respect to `hidden` and `weight` are computed in the same chunked pass as the loss (no logits
+    are recomputed in the backward, unlike `chunked_sequence_logps`); they are held until the backward, the size
+    of `hidden` and `weight` in float32.
+
+    Args:
+        hidden: [B, T, d]; weight: [V, d]; labels: [B, T] aligned with the inputs, `ignore_index` ignored.
+
+    Returns:
+        (loss_sum float32 scalar, num_tokens int64 scalar).
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    shift_hidden, shift_labels = hidden[:, :-1], labels[:, 1:]
+    mask = shift_labels != ignore_index
+    loss_sum = _FusedNLLSum.apply(
+        shift_hidden[mask], weight, shift_labels[mask], chunk_size, torch.is_grad_enabled()
+    )
+    return loss_sum, mask.sum()

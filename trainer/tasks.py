@@ -23,7 +23,7 @@ from data.collate import collate_sft
 from data.packing import collate_packed, pack_row, plan_micro_batches
 from data.tokenize import IGNORE_INDEX, SFTExample
 from losses import neftune_noise, sequence_logps, sft_loss
-from losses.chunked import chunked_sequence_logps, chunked_token_logps
+from losses.chunked import chunked_sequence_logps, chunked_sft_loss, chunked_token_logps
 
 Batch = dict[str, torch.Tensor]
 
@@ -203,9 +203,14 @@ class SFTTask:
         if self.neftune is not None:
             self.neftune.attention_mask = batch["attention_mask"]
             self.neftune.document_ids = batch.get("document_ids")
-        if self.chunk_size is None:
+        if not _head_in_forward(model, self.chunk_size):
             loss_sum, num_tokens = sft_loss(model(**model_inputs(batch)).logits, batch["labels"])
         else:
-            loss_sum = -completion_logps(model, batch, chunk_size=self.chunk_size).sum()
-            num_tokens = (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
+            loss_sum, num_tokens = _on_final_hidden(
+                model,
+                batch,
+                lambda hidden, weight: chunked_sft_loss(
+                    hidden, weight, batch["labels"], chunk_size=self.chunk_size
+                ),
+            )
         return loss_sum, {"loss_sum": float(loss_sum.detach()), "num_tokens": float(num_tokens)}

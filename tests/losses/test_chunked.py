@@ -28,12 +28,34 @@ def test_chunked_equals_full_logits_values_and_gradients(chunk_size):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
 
 
-def test_chunked_sft_loss_matches_sft_loss():
+@pytest.mark.parametrize("chunk_size", [1, 4, 1000])
+def test_chunked_sft_loss_matches_sft_loss_values_and_gradients(chunk_size):
+    """The fused loss computes its gradients in the forward pass; scaled by any upstream gradient (here 3, as a
+    normalisation would), they equal those of the full-logits sft_loss."""
     hidden, weight, labels = _setup()
     loss, n = sft_loss(hidden @ weight.t(), labels)
-    c_loss, c_n = chunked_sft_loss(hidden, weight, labels, chunk_size=4)
+    g_full = torch.autograd.grad(3.0 * loss, (hidden, weight))
+    c_loss, c_n = chunked_sft_loss(hidden, weight, labels, chunk_size=chunk_size)
     assert int(n) == int(c_n) == int((labels[:, 1:] != -100).sum())
     torch.testing.assert_close(c_loss.double(), loss.double(), rtol=1e-6, atol=1e-6)
+    g_fused = torch.autograd.grad(3.0 * c_loss, (hidden, weight))
+    for a, b in zip(g_fused, g_full):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_sft_loss_gradient_of_one_input_and_without_targets():
+    hidden, weight, labels = _setup()
+    frozen = weight.detach()
+    (g_hidden,) = torch.autograd.grad(chunked_sft_loss(hidden, frozen, labels, chunk_size=2)[0], (hidden,))
+    (g_ref,) = torch.autograd.grad(sft_loss(hidden @ frozen.t(), labels)[0], (hidden,))
+    torch.testing.assert_close(g_hidden, g_ref, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        value, _ = chunked_sft_loss(hidden, weight, labels, chunk_size=2)
+    torch.testing.assert_close(value.double(), sft_loss(hidden @ weight.t(), labels)[0].detach().double())
+    none, n = chunked_sft_loss(hidden, weight, torch.full_like(labels, -100), chunk_size=2)
+    assert float(none.detach()) == 0.0 and int(n) == 0
+    grads = torch.autograd.grad(none, (hidden, weight))
+    assert not any(g.any() for g in grads)
 
 
 def test_gradcheck_float64():
