@@ -1,17 +1,19 @@
 """SFT throughput: sisu against TRL's SFTTrainer on the same model, data, batch and max length.
 
-    .venv/bin/python bench/sft_throughput.py                       # defaults below; 43 min on the busy 2-core machine
+    .venv/bin/python bench/sft_throughput.py                       # defaults below; about 45 min on 2 cores
     .venv/bin/python bench/sft_throughput.py --steps 3 --repeats 1 # a quick check
-    .venv/bin/python bench/sft_throughput.py --sisu-override data.group_by_length=true
+    .venv/bin/python bench/sft_throughput.py --micro-batch 2       # less padding to save on TRL's side
+    .venv/bin/python bench/sft_throughput.py --sisu-override data.packing=false
 
 Both systems train SmolLM2-135M-Instruct (default) in fp32 on the CPU in one process, on the same synthetic
 chats (written by this script, deterministic for --seed; long-tailed token lengths, median about 250 and p90
 about 800 before truncation to --max-seq-len 512), in file order, with the same global batch (--global-batch 8
-= --micro-batch 2 x 4 accumulation steps), constant learning rate 2e-5 without warmup, gradient clipping at 1.0,
-no activation checkpointing, and the loss on the full sequence. TRL runs without packing and without
-padding-free batches (its faster setting here). sisu and TRL alternate (A B A B) --repeats times; the first
---warmup-steps steps of every run are left out of its throughput. One JSON line goes to stdout and is appended
-to bench/results.jsonl. See bench/README.md.
+= --micro-batch 4, the paper's micro batch, x 2 accumulation steps), constant learning rate 2e-5 without
+warmup, gradient clipping at 1.0, no activation checkpointing, and the loss on the full sequence. sisu packs
+each optimizer step's examples (bench/recipes/sft.yaml; the same examples and losses as unpacked); TRL runs
+without packing and without padding-free batches (its faster setting here). sisu and TRL alternate (A B A B)
+--repeats times; the first --warmup-steps steps of every run are left out of its throughput. One JSON line goes
+to stdout and is appended to bench/results.jsonl. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def run_one(name: str, repeat: int, *, args: argparse.Namespace, data: Path, wor
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    common.add_common_args(parser, steps=6, global_batch=8, micro_batch=2)
+    common.add_common_args(parser, steps=6, global_batch=8, micro_batch=4)
     args = parser.parse_args(argv)
     args.lr = 2e-5 if args.lr is None else args.lr
     common.check_args(args)
