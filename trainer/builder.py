@@ -52,6 +52,7 @@ def build_sharded_model(
         cpu_offload=train_cfg.cpu_offload and trainable,
         compile_blocks=train_cfg.compile,
         trainable=trainable,
+        prefetch_blocks=train_cfg.prefetch_blocks,
     )
     if broadcast:
         _receive_weights(model, full_state, info=info)

@@ -31,7 +31,7 @@ from trainer.distributed import DistInfo, all_reduce_max, all_reduce_sum
 from trainer.jobs import DPOConfig, ModelConfig
 from trainer.profiling import named_range
 from trainer.tasks import Batch, check_packing_supported, completion_logps, filler_inputs, target_logps
-from trainer.trainer import Trainer, dry_run_plan
+from trainer.trainer import Trainer, dry_run_plan, pack_length
 
 logger = logging.getLogger("sisu")
 
@@ -259,8 +259,9 @@ def make_dpo_task(
         "loss_type": cfg.dpo.loss_type,
         "label_smoothing": cfg.dpo.label_smoothing,
         "chunk_size": cfg.train.loss_chunk_size,
-        # packed rows are as wide as an unpacked pair (two rows of max_seq_len), so every pair fits
-        "pack_length": 2 * cfg.train.max_seq_len if cfg.data.packing else None,
+        "pack_length": pack_length(
+            cfg, kind="preference"
+        ),  # as wide as an unpacked pair (two rows of max_seq_len): every pair fits
         "rows_per_micro_batch": cfg.train.micro_batch_size,
     }
     if cfg.data.packing:

@@ -65,6 +65,12 @@ class TrainConfig:
     cpu_offload: bool = option(
         False, help="FSDP2: keep parameters, gradients and optimizer state on the CPU."
     )
+    prefetch_blocks: int = option(
+        0,
+        help="FSDP2: explicitly prefetch the all-gathers of the next N decoder blocks in forward and backward "
+        "(more overlap of communication and compute, N blocks more of gathered parameters); 0 = FSDP2's own "
+        "implicit prefetching.",
+    )
     compile: bool = option(False, help="torch.compile each decoder block (GPU).")
     neftune_alpha: float | None = option(
         None, help="NEFTune noise scale alpha (paper used 5); null = off. Training mode only."
@@ -94,6 +100,8 @@ class TrainConfig:
                 f"train.global_batch_size ({self.global_batch_size}) is not divisible by "
                 f"train.micro_batch_size ({self.micro_batch_size})"
             )
+        if self.prefetch_blocks < 0:
+            raise ValueError(f"train.prefetch_blocks must be >= 0, got {self.prefetch_blocks}")
         if self.loss_chunk_size is not None and self.loss_chunk_size < 1:
             raise ValueError(f"train.loss_chunk_size must be >= 1 or null, got {self.loss_chunk_size}")
         if self.neftune_alpha is not None and self.neftune_alpha < 0:

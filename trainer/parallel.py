@@ -49,6 +49,7 @@ def shard_model(
     cpu_offload: bool = False,
     compile_blocks: bool = False,
     trainable: bool = True,
+    prefetch_blocks: int = 0,
 ) -> torch.nn.Module:
     """fully_shard each decoder block, then the root. Returns the (same, now FSDP) model.
 
@@ -69,11 +70,22 @@ def shard_model(
         fully_shard(block, **kwargs)
     # Backward needs the root's parameters (LM head) right away: keep them gathered when training.
     fully_shard(model, **{**kwargs, "reshard_after_forward": not trainable})
+    if prefetch_blocks:
+        set_prefetching([block for _parent, _attr, block in blocks], prefetch_blocks, backward=trainable)
     for module in model.modules():
         if isinstance(module, FSDPModule):
             module.set_gradient_divide_factor(1.0)
             module.set_force_sum_reduction_for_comms(True)
     return model
+
+
+def set_prefetching(blocks: list[torch.nn.Module], num: int, *, backward: bool) -> None:
+    """Block i issues the all-gathers of blocks i+1..i+num when its forward starts (and of i-1..i-num when its
+    backward starts), so communication overlaps the compute of the current block."""
+    for i, block in enumerate(blocks):
+        block.set_modules_to_forward_prefetch(blocks[i + 1 : i + 1 + num])
+        if backward:
+            block.set_modules_to_backward_prefetch(blocks[max(0, i - num) : i][::-1])
 
 
 def tied_embeddings(model: torch.nn.Module) -> bool:

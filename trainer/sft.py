@@ -6,7 +6,7 @@ from typing import Any
 
 from trainer.jobs import SFTConfig
 from trainer.tasks import NEFTuneHook, SFTTask, check_packing_supported
-from trainer.trainer import Trainer, dry_run_plan
+from trainer.trainer import Trainer, dry_run_plan, pack_length
 
 
 def make_sft_task(cfg: SFTConfig, *, tokenizer: Any, model: Any, bundle: Any, info: Any) -> SFTTask:
@@ -18,7 +18,7 @@ def make_sft_task(cfg: SFTConfig, *, tokenizer: Any, model: Any, bundle: Any, in
         pad_id=tokenizer.pad_token_id,
         neftune=neftune,
         chunk_size=cfg.train.loss_chunk_size,
-        pack_length=cfg.train.max_seq_len if cfg.data.packing else None,
+        pack_length=pack_length(cfg, kind="sft"),
         rows_per_micro_batch=cfg.train.micro_batch_size,
     )
 

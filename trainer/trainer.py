@@ -60,8 +60,18 @@ class Plan:
     dropped_per_epoch: int
     tokens_per_step: float
     warmup_steps: int
+    pack_length: int | None = None  # packed rows of this many tokens; None: unpacked
 
     def lines(self) -> list[str]:
+        packing = (
+            [
+                f"packing: each step's examples in rows of {self.pack_length} tokens, {self.micro_batch_size} "
+                "row(s) per micro-batch (the micro-batches per step vary with the data; all ranks run the same "
+                "number)"
+            ]
+            if self.pack_length
+            else []
+        )
         return [
             f"world size {self.world_size} ({self.num_nodes} node(s)); micro batch {self.micro_batch_size}, "
             f"global batch {self.global_batch_size}, gradient accumulation {self.grad_accum}",
@@ -69,11 +79,12 @@ class Plan:
             f"({self.dropped_per_epoch} examples beyond the last full global batch are left out each epoch), "
             f"{self.epochs} epoch(s), {self.total_steps} optimizer steps, {self.warmup_steps} warmup",
             f"about {self.tokens_per_step:.0f} tokens per optimizer step (mean example length x global batch)",
+            *packing,
         ]
 
 
 def make_plan(
-    cfg: Any, *, num_examples: int, mean_length: float, world_size: int, num_nodes: int = 1
+    cfg: Any, *, kind: str, num_examples: int, mean_length: float, world_size: int, num_nodes: int = 1
 ) -> Plan:
     train = cfg.train
     per_step = train.micro_batch_size * world_size
@@ -103,7 +114,16 @@ def make_plan(
         dropped_per_epoch=num_examples - steps_per_epoch * train.global_batch_size,
         tokens_per_step=mean_length * train.global_batch_size,
         warmup_steps=math.ceil(cfg.optim.warmup_ratio * total),
+        pack_length=pack_length(cfg, kind=kind),
     )
+
+
+def pack_length(cfg: Any, *, kind: str) -> int | None:
+    """Packed row length: SFT rows of max_seq_len; preference rows of twice that (an unpacked pair's two rows,
+    so every pair fits)."""
+    if not cfg.data.packing:
+        return None
+    return cfg.train.max_seq_len * (2 if kind == "preference" else 1)
 
 
 class TrainingDiverged(RuntimeError):
@@ -152,6 +172,7 @@ class Trainer:
         lengths = self.bundle.lengths()
         self.plan = make_plan(
             cfg,
+            kind=self.expect,
             num_examples=len(lengths),
             mean_length=sum(lengths) / len(lengths),
             world_size=self.info.world_size,
@@ -442,6 +463,10 @@ def dry_run_plan(cfg: Any, *, expect: str, world_size: int) -> list[str]:
     lines += bundle.summary_lines()
     lengths = bundle.lengths()
     plan = make_plan(
-        cfg, num_examples=len(lengths), mean_length=sum(lengths) / len(lengths), world_size=world_size
+        cfg,
+        kind=expect,
+        num_examples=len(lengths),
+        mean_length=sum(lengths) / len(lengths),
+        world_size=world_size,
     )
     return lines + plan.lines()

@@ -81,3 +81,25 @@ def test_percentile_and_padding_share():
     assert common.padding_share([100, 900], micro_batch=2, max_len=512) == pytest.approx(
         1 - 612 / 1024, abs=1e-3
     )
+
+
+def test_gpu_mfu_smoke_runs_the_trainer_and_reports(tmp_path):
+    """bench/gpu_mfu.py --smoke: the same plumbing as the GPU run (synthetic chats, packing, launch/sft.py,
+    metrics -> one JSON line) on a tiny CPU model. No MFU on CPU: the device table has no peak for it."""
+    import json
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "bench/gpu_mfu.py", "--smoke", "--no-append", "--workdir", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert line["bench"] == "gpu_mfu" and line["device"] == "cpu"
+    assert line["mfu_median"] is None and line["target"]["met"] is False
+    assert len(line["step_seconds"]) == 2 and line["settings"]["examples_per_step"] % 2 == 0
+    assert 0.5 < line["padding_efficiency_median"] <= 1.0
+    assert line["tokens_per_second_per_device"] > 0

@@ -98,6 +98,13 @@ def test_packing_keeps_the_losses_and_cuts_the_padding(runs):
     assert sum(m["padding_efficiency"] for m in packed) > sum(m["padding_efficiency"] for m in one)
 
 
+def test_explicit_fsdp_prefetching_keeps_the_losses(runs, tmp_path):
+    out = tmp_path / "prefetch"
+    _sft(runs["repo"], out, "train.prefetch_blocks=1", nproc=2)
+    for a, b in zip(_metrics(runs["two"]), _metrics(out), strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-6)
+
+
 def test_two_nodes_on_loopback_equal_two_processes(runs):
     repo, out = runs["repo"], runs["root"] / "nodes"
     port = _free_port()
