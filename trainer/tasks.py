@@ -82,11 +82,11 @@ def _head_in_forward(model: torch.nn.Module, chunk_size: int | None) -> bool:
     return chunk_size is not None and hasattr(model, "get_decoder") and getattr(head, "bias", None) is None
 
 
-def _on_final_hidden(model: torch.nn.Module, batch: Batch, fn: Any) -> torch.Tensor:
+def _on_final_hidden(model: torch.nn.Module, batch: Batch, fn: Any) -> Any:
     """`fn(hidden [B, T, d], head_weight [V, d])`, evaluated inside the model's forward (a hook on the decoder's
     output, where FSDP has the head's weight gathered); the model itself computes logits for one position only."""
     head = model.get_output_embeddings()
-    result: dict[str, torch.Tensor] = {}
+    result: dict[str, Any] = {}
 
     def on_decoder_output(module: torch.nn.Module, args: Any, output: Any) -> None:
         hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
