@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
+from trainer.distributed import all_gather_objects, broadcast_object, rank, world_size
 from trainer.profiling import named_range
 
 logger = logging.getLogger("sisu")
@@ -40,9 +40,7 @@ class GenerationItem:
 
 def rank_and_world() -> tuple[int, int]:
     """(rank, world size) of the process group, (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    return rank(), world_size()
 
 
 def read_done(path: Path) -> dict[str, dict]:
@@ -204,15 +202,13 @@ def generate_all(
     """Generate responses for every item not yet in `out_path`; returns all rows in the items' order (rank 0)."""
     rank, world = rank_and_world()
     out_path = Path(out_path)
-    done_keys: list[Any] = [None]
+    done_keys: list[str] = []
     if rank == 0:
         done_rows = read_done(out_path)
         if out_path.exists():
             rewrite_rows(out_path, list(done_rows.values()))  # drop a line cut by a kill before appending
-        done_keys = [sorted(done_rows)]
-    if world > 1:
-        dist.broadcast_object_list(done_keys, src=0)
-    done = set(done_keys[0])
+        done_keys = sorted(done_rows)
+    done = set(broadcast_object(done_keys, src=0))
     todo = [item for item in items if str(item.key) not in done]
     token_ids = render_prompts(tokenizer, [item.prompt for item in todo])
     order = sorted(range(len(todo)), key=lambda i: (-len(token_ids[i]), i))
@@ -246,9 +242,7 @@ def generate_all(
                 {"key": todo[i].key, "prompt": todo[i].prompt, "response": text, "language": language}
                 for i, text in zip(batch or [], texts)
             ]
-        gathered: list[Any] = [None] * world if world > 1 else [(rows, new_tokens)]
-        if world > 1:
-            dist.all_gather_object(gathered, (rows, new_tokens))
+        gathered = all_gather_objects((rows, new_tokens))
         if rank == 0:
             new_rows = [row for part, _ in gathered for row in part]
             append_rows(out_path, new_rows)

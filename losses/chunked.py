@@ -79,6 +79,30 @@ def chunked_token_logps(
     return _ChunkedTokenLogps.apply(hidden, weight, targets, chunk_size)
 
 
+def _select_targets(
+    hidden: torch.Tensor, labels: torch.Tensor, *, ignore_index: int, label_positions: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(hidden rows [N, d], their next labels [N], their flat positions [N]) of the positions with a target.
+
+    Position (b, t) is flat index b * T + t; its hidden state predicts labels[b, t + 1]. Finding the positions
+    from `labels` on a GPU waits for the device (nonzero); `label_positions` computed on the host avoids that.
+    """
+    batch, length = labels.shape
+    if label_positions is None:
+        mask = labels[:, 1:] != ignore_index
+        rows, cols = mask.nonzero(as_tuple=True)
+        label_positions = rows * length + cols
+    flat_labels = labels.reshape(-1)
+    targets = flat_labels[label_positions + 1]
+    return hidden.reshape(batch * length, -1).index_select(0, label_positions), targets, label_positions
+
+
+def label_positions(labels: torch.Tensor, *, ignore_index: int = -100) -> torch.Tensor:
+    """Flat indices b * T + t of the positions whose next label (b, t + 1) is a target: [N] int64, row-major."""
+    rows, cols = (labels[:, 1:] != ignore_index).nonzero(as_tuple=True)
+    return rows * labels.shape[1] + cols
+
+
 def chunked_sequence_logps(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -86,6 +110,7 @@ def chunked_sequence_logps(
     *,
     ignore_index: int = -100,
     chunk_size: int = 1024,
+    label_positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Per-sequence sums of target log-probs from the final hidden states: the chunked `sequence_logps`.
 
@@ -94,16 +119,18 @@ def chunked_sequence_logps(
 
     Args:
         hidden: [B, T, d]; weight: [V, d]; labels: [B, T] aligned with the inputs, `ignore_index` ignored.
+        label_positions: optional `label_positions(labels)` computed beforehand (on the host), so the call
+            never waits for the device.
 
     Returns:
         [B] float32.
     """
-    shift_hidden, shift_labels = hidden[:, :-1], labels[:, 1:]
-    mask = shift_labels != ignore_index
-    rows = chunked_token_logps(shift_hidden[mask], weight, shift_labels[mask], chunk_size=chunk_size)
-    batch_index = torch.arange(labels.shape[0], device=labels.device)[:, None].expand_as(mask)[mask]
+    rows, targets, positions = _select_targets(
+        hidden, labels, ignore_index=ignore_index, label_positions=label_positions
+    )
+    logps = chunked_token_logps(rows, weight, targets, chunk_size=chunk_size)
     out = torch.zeros(labels.shape[0], dtype=torch.float32, device=hidden.device)
-    return out.index_add(0, batch_index, rows)
+    return out.index_add(0, torch.div(positions, labels.shape[1], rounding_mode="floor"), logps)
 
 
 class _FusedNLLSum(torch.autograd.Function):
@@ -163,6 +190,7 @@ def chunked_sft_loss(
     *,
     ignore_index: int = -100,
     chunk_size: int = 1024,
+    label_positions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""The chunked equivalent of `losses.sft_loss`: (summed token cross-entropy, number of target tokens).
 
@@ -176,15 +204,16 @@ def chunked_sft_loss(
 
     Args:
         hidden: [B, T, d]; weight: [V, d]; labels: [B, T] aligned with the inputs, `ignore_index` ignored.
+        label_positions: optional `label_positions(labels)` computed beforehand (on the host), so the call
+            never waits for the device.
 
     Returns:
         (loss_sum float32 scalar, num_tokens int64 scalar).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    shift_hidden, shift_labels = hidden[:, :-1], labels[:, 1:]
-    mask = shift_labels != ignore_index
-    loss_sum = _FusedNLLSum.apply(
-        shift_hidden[mask], weight, shift_labels[mask], chunk_size, torch.is_grad_enabled()
+    rows, targets, positions = _select_targets(
+        hidden, labels, ignore_index=ignore_index, label_positions=label_positions
     )
-    return loss_sum, mask.sum()
+    loss_sum = _FusedNLLSum.apply(rows, weight, targets, chunk_size, torch.is_grad_enabled())
+    return loss_sum, torch.tensor(positions.numel(), dtype=torch.int64, device=hidden.device)

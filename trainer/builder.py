@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.distributed as dist
 
-from trainer.distributed import DistInfo
+from trainer.distributed import DistInfo, broadcast_
 from trainer.jobs import ModelConfig, TrainConfig
 from trainer.model import build_model
 from trainer.parallel import apply_activation_checkpointing, shard_model, tied_embeddings
@@ -85,4 +84,4 @@ def _receive_weights(model: torch.nn.Module, full_state: dict | None, *, info: D
     persistent = set(model.state_dict().keys())
     for name, buffer in model.named_buffers():
         if name not in persistent:
-            dist.broadcast(buffer, src=0)
+            broadcast_(buffer, src=0)

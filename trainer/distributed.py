@@ -8,7 +8,9 @@ import logging
 import os
 import random
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,38 +77,54 @@ def read_launch_env() -> tuple[int, int, int, int] | None:
     return rank, world, local_rank, local_world
 
 
-def select_device(local_rank: int, *, prefer_cpu: bool = False) -> torch.device:
-    """CUDA device `local_rank` when a GPU is present (ROCm builds also report as cuda), else CPU."""
+def select_device(local_rank: int, *, prefer_cpu: bool = False, share: bool = False) -> torch.device:
+    """CUDA device `local_rank` when a GPU is present (ROCm builds also report as cuda), else CPU.
+
+    `share`: more local ranks than GPUs is allowed and ranks take the GPUs round-robin (the `cuda:gloo` test
+    backend; NCCL refuses two ranks on one GPU).
+    """
     if not prefer_cpu and torch.cuda.is_available():
         count = torch.cuda.device_count()
-        if local_rank >= count:
+        if local_rank >= count and not share:
             raise ValueError(f"LOCAL_RANK={local_rank} but only {count} GPU(s) are visible on this node")
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
+        index = local_rank % count
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return torch.device("cpu")
+
+
+BACKENDS = ("auto", "nccl", "gloo", "cuda:gloo")
 
 
 def init_distributed(
     *, backend: str = "auto", timeout_minutes: float = 30.0, prefer_cpu: bool = False
 ) -> DistInfo:
-    """Start the process group (also for a single plain process, so FSDP2 always has a mesh)."""
+    """Start the process group (also for a single plain process, so FSDP2 always has a mesh).
+
+    Backends: auto (NCCL/RCCL on GPU, gloo on CPU), nccl, gloo, or `cuda:gloo`: gloo serving CUDA tensors only,
+    ranks sharing GPUs, so that several ranks on one GPU fail on any CPU tensor handed to a collective, as NCCL
+    does (bench/gpu_check.py).
+    """
+    global _COLLECTIVE_DEVICE
+    check_torch_version()
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown distributed backend {backend!r}; expected {', '.join(BACKENDS)}")
     launch = read_launch_env()
     rank, world, local_rank, local_world = launch if launch is not None else (0, 1, 0, 1)
-    device = select_device(local_rank, prefer_cpu=prefer_cpu)
+    device = select_device(local_rank, prefer_cpu=prefer_cpu, share=backend == "cuda:gloo")
     if backend == "auto":
         backend = "nccl" if device.type == "cuda" else "gloo"
-    if backend not in ("nccl", "gloo"):
-        raise ValueError(f"unknown distributed backend {backend!r}; expected auto, nccl or gloo")
-    if backend == "nccl" and device.type != "cuda":
-        raise ValueError("distributed.backend=nccl needs a GPU; none is visible (use gloo or auto)")
+    if backend in ("nccl", "cuda:gloo") and device.type != "cuda":
+        raise ValueError(f"distributed.backend={backend} needs a GPU; none is visible (use gloo or auto)")
     timeout = datetime.timedelta(minutes=timeout_minutes)
     if not dist.is_initialized():
         if launch is None:
             # A plain `python launch/x.py` run: a one-rank group on an in-memory store, no ports needed.
             dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
         else:
-            kwargs = {"device_id": device} if device.type == "cuda" else {}
+            kwargs = {"device_id": device} if backend == "nccl" else {}
             dist.init_process_group(backend, timeout=timeout, **kwargs)
+    _COLLECTIVE_DEVICE = device
     info = DistInfo(rank, world, local_rank, local_world, device, backend)
     if info.is_main:
         hip = getattr(torch.version, "hip", None)
@@ -128,8 +146,27 @@ def init_distributed(
     return info
 
 
+# The FSDP2 APIs sisu relies on and the torch release that first has all of them (declared in setup.cfg).
+TORCH_MINIMUM = "2.8"
+REQUIRED_FSDP_METHODS = ("set_gradient_divide_factor", "set_force_sum_reduction_for_comms")
+
+
+def check_torch_version() -> None:
+    """One-line error when the installed torch lacks the FSDP2 APIs sisu uses (SUM-only gradient reduction)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    missing = [name for name in REQUIRED_FSDP_METHODS if not hasattr(FSDPModule, name)]
+    if missing:
+        raise ValueError(
+            f"sisu needs torch >= {TORCH_MINIMUM} (FSDP2's FSDPModule.{missing[0]}); this is torch "
+            f"{torch.__version__}: install a newer build for your accelerator, e.g. pip install 'torch>={TORCH_MINIMUM}'"
+        )
+
+
 def teardown() -> None:
     """Destroy the process group if one is active; safe to call twice."""
+    global _COLLECTIVE_DEVICE
+    _COLLECTIVE_DEVICE = None
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -141,22 +178,109 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """In-place SUM over all ranks (no-op without a process group); returns the tensor."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+# --- collectives ---------------------------------------------------------------------------------------------
+#
+# Every collective sisu issues goes through the functions below; no other module calls a torch.distributed
+# collective (tests/trainer/test_collectives.py checks the source). NCCL and RCCL serve only GPU tensors and
+# gloo on CPU only CPU tensors, so a tensor built with a bare `torch.tensor(...)` works on a CPU test machine and
+# crashes the first multi-GPU step. Here the callers hand over plain numbers or any tensor, and the helper puts
+# them on the device the process group serves, recorded once by `init_distributed`.
+
+_COLLECTIVE_DEVICE: torch.device | None = None
+REDUCE_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+
+
+def collective_device() -> torch.device:
+    """The device whose tensors the process group's backend serves (the training device); CPU before init."""
+    return _COLLECTIVE_DEVICE if _COLLECTIVE_DEVICE is not None else torch.device("cpu")
+
+
+def world_size() -> int:
+    """Ranks in the process group (1 without one)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    """This process's rank (0 without a process group)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _reduce_op(op: str) -> Any:
+    if op not in REDUCE_OPS:
+        raise ValueError(f"unknown reduce op {op!r}; expected {', '.join(REDUCE_OPS)}")
+    return REDUCE_OPS[op]
+
+
+def reduce_tensor(tensor: torch.Tensor, *, op: str = "sum") -> torch.Tensor:
+    """`tensor` reduced over all ranks, as a new tensor on the collective device (the input is not changed)."""
+    reduce_op = _reduce_op(op)
+    work = tensor.detach().to(collective_device(), copy=True)
+    if world_size() > 1:
+        dist.all_reduce(work, op=reduce_op)
+    return work
+
+
+def reduce_values(values: Sequence[float | int | torch.Tensor], *, op: str = "sum") -> list[float]:
+    """Plain numbers (or 0-dim tensors on any device) reduced over all ranks in one float64 all-reduce.
+
+    The values come back to the host once, as Python floats (integers up to 2**53 are exact).
+    """
+    return reduce_tensor(stack_values(values), op=op).tolist()
+
+
+def stack_values(values: Sequence[float | int | torch.Tensor]) -> torch.Tensor:
+    """[len(values)] float64 on the collective device, from numbers and 0-dim tensors of any device and dtype."""
+    device = collective_device()
+    numbers = [float(v) if not isinstance(v, torch.Tensor) else None for v in values]
+    if all(n is not None for n in numbers):
+        return torch.tensor(numbers, dtype=torch.float64, device=device)
+    parts = [
+        v.detach().reshape(()).to(device, torch.float64)
+        if isinstance(v, torch.Tensor)
+        else torch.tensor(float(v), dtype=torch.float64, device=device)
+        for v in values
+    ]
+    return torch.stack(parts)
+
+
+def broadcast_(tensor: torch.Tensor, *, src: int = 0) -> torch.Tensor:
+    """Overwrite `tensor` in place with rank `src`'s values (through the collective device); returns it."""
+    if world_size() == 1:
+        return tensor
+    device = collective_device()
+    if tensor.device == device:
+        dist.broadcast(tensor, src=src)
+        return tensor
+    work = tensor.detach().to(device, copy=True)
+    dist.broadcast(work, src=src)
+    with torch.no_grad():
+        tensor.copy_(work)
     return tensor
 
 
-def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
-    """In-place MAX over all ranks (no-op without a process group); returns the tensor."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return tensor
+def broadcast_object(obj: Any, *, src: int = 0) -> Any:
+    """Rank `src`'s picklable `obj` on every rank (between sisu's own processes; nothing read from disk)."""
+    if world_size() == 1:
+        return obj
+    # torch pickles the object into a tensor on the group's own device (NCCL: the current GPU; gloo: CPU, or CUDA
+    # when gloo serves CUDA alone), so these need no device from us
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """Every rank's picklable `obj`, in rank order."""
+    if world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    """Wait for every rank (a no-op without a process group of several ranks)."""
+    if world_size() > 1:
         dist.barrier()
 
 

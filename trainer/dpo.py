@@ -27,10 +27,17 @@ from data.pipeline import DataBundle
 from data.tokenize import PreferenceExample
 from losses import dpo_loss
 from trainer.builder import build_sharded_model
-from trainer.distributed import DistInfo, all_reduce_max, all_reduce_sum
+from trainer.distributed import DistInfo, reduce_tensor, reduce_values
 from trainer.jobs import DPOConfig, ModelConfig
 from trainer.profiling import named_range
-from trainer.tasks import Batch, check_packing_supported, completion_logps, filler_inputs, target_logps
+from trainer.tasks import (
+    Batch,
+    check_packing_supported,
+    completion_logps,
+    filler_inputs,
+    target_logps,
+    with_label_positions,
+)
 from trainer.trainer import Trainer, dry_run_plan, pack_length
 
 logger = logging.getLogger("sisu")
@@ -99,7 +106,7 @@ class DPOTask:
         self.loss_type = loss_type
         self.label_smoothing = label_smoothing
         self.reference = reference
-        self.reference_logps = reference_logps  # [N, 2] float64: chosen, rejected
+        self.reference_logps = reference_logps  # [N, 2] float64 on the training device: chosen, rejected
         self.chunk_size = chunk_size
         self.pack_length = pack_length  # None: unpacked; else rows of this many tokens
         self.rows_per_micro_batch = rows_per_micro_batch
@@ -114,7 +121,7 @@ class DPOTask:
         if self.pack_length is None:
             batches = []
             for idx in micro_indices:
-                batch = collate_preference([examples[i] for i in idx], pad_id=self.pad_id)
+                batch = with_label_positions(collate_preference([examples[i] for i in idx], pad_id=self.pad_id))
                 batch["index"] = torch.tensor(list(idx), dtype=torch.long)
                 batches.append(batch)
             return batches
@@ -148,13 +155,13 @@ class DPOTask:
 
     def loss(
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         policy_chosen, policy_rejected = pair_logps(model, batch, chunk_size=self.chunk_size)
         if self.reference is not None:
             with torch.no_grad(), named_range("reference_forward"):
                 ref_chosen, ref_rejected = pair_logps(self.reference, batch, chunk_size=self.chunk_size)
         else:
-            stored = self.reference_logps[batch["index"].cpu()].to(policy_chosen.device, policy_chosen.dtype)
+            stored = self.reference_logps[batch["index"]].to(policy_chosen.dtype)
             ref_chosen, ref_rejected = stored[:, 0], stored[:, 1]
         losses, chosen_rewards, rejected_rewards = dpo_loss(
             policy_chosen,
@@ -167,13 +174,13 @@ class DPOTask:
         )
         loss_sum = losses.sum()
         stats = {
-            "loss_sum": float(loss_sum.detach()),
-            "rewards/chosen": float(chosen_rewards.sum()),
-            "rewards/rejected": float(rejected_rewards.sum()),
-            "rewards/accuracies": float((chosen_rewards > rejected_rewards).float().sum()),
-            "rewards/margins": float((chosen_rewards - rejected_rewards).sum()),
-            "logps/chosen": float(policy_chosen.detach().sum()),
-            "logps/rejected": float(policy_rejected.detach().sum()),
+            "loss_sum": loss_sum.detach(),
+            "rewards/chosen": chosen_rewards.sum(),
+            "rewards/rejected": rejected_rewards.sum(),
+            "rewards/accuracies": (chosen_rewards > rejected_rewards).float().sum(),
+            "rewards/margins": (chosen_rewards - rejected_rewards).sum(),
+            "logps/chosen": policy_chosen.detach().sum(),
+            "logps/rejected": policy_rejected.detach().sum(),
         }
         return loss_sum, stats
 
@@ -218,26 +225,25 @@ def precompute_reference_logps(
 
     Ranks take interleaved shares, longest first, batched (and packed) as in training by `task`, a round of
     `pairs_per_round` pairs at a time. Every rank runs the same number of forwards in every round (FSDP needs all
-    ranks in each collective; a rank with less work runs filler batches), and the results are summed.
+    ranks in each collective; a rank with less work runs filler batches), and the results are summed. The
+    log-probs stay on the device until the end.
     """
     num = len(bundle.examples)
     mine = sorted(range(info.rank, num, info.world_size), key=lambda i: -bundle.examples[i].length)
     per_rank = -(-num // info.world_size)
-    out = torch.zeros(num, 2, dtype=torch.float64)
+    out = torch.zeros(num, 2, dtype=torch.float64, device=info.device)
     for start in range(0, per_rank, pairs_per_round):
         chunk = mine[start : start + pairs_per_round]
         groups = [chunk[i : i + micro_batch_size] for i in range(0, len(chunk), micro_batch_size)]
         batches = task.micro_batches(bundle.examples, groups)
-        count = int(all_reduce_max(torch.tensor([len(batches)], dtype=torch.int64)).item())
+        count = int(reduce_values([len(batches)], op="max")[0])
         batches += [task.filler_batch() for _ in range(count - len(batches))]
         for batch in batches:
-            batch = {k: v.to(info.device) for k, v in batch.items()}
+            batch = {k: v.to(info.device, non_blocking=True) for k, v in batch.items()}
             with named_range("reference_forward"):
                 chosen, rejected = pair_logps(reference, batch, chunk_size=task.chunk_size)
-            rows = batch["index"].cpu()
-            out[rows, 0] = chosen.double().cpu()
-            out[rows, 1] = rejected.double().cpu()
-    return all_reduce_sum(out)
+            out[batch["index"]] = torch.stack([chosen, rejected], dim=1).double()
+    return reduce_tensor(out).cpu()
 
 
 def _save_tensor(tensor: torch.Tensor, path: Path) -> None:
@@ -299,7 +305,7 @@ def make_dpo_task(
         if info.is_main:
             _save_tensor(logps, path)
             logger.info("reference log-probs: stored in %s; reference model freed", path)
-    return DPOTask(**common, reference_logps=logps)
+    return DPOTask(**common, reference_logps=logps.to(info.device))
 
 
 def run_dpo(cfg: DPOConfig) -> None:

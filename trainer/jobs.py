@@ -171,8 +171,10 @@ class LoggingConfig:
 class DistributedConfig:
     """Process group settings."""
 
-    backend: Literal["auto", "nccl", "gloo"] = option(
-        "auto", help="auto: nccl on GPU (RCCL on ROCm), gloo on CPU."
+    backend: Literal["auto", "nccl", "gloo", "cuda:gloo"] = option(
+        "auto",
+        help="auto: nccl on GPU (RCCL on ROCm), gloo on CPU. cuda:gloo: gloo serving CUDA tensors only, several "
+        "ranks per GPU allowed (a test backend: like NCCL it fails on any CPU tensor handed to a collective).",
     )
     timeout_minutes: float = option(30.0, help="Timeout of collective operations.")
 

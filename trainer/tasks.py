@@ -8,7 +8,10 @@ FSDP needs every rank in every forward and backward).
 
 A task's `loss` returns a *sum* over the micro-batch (token losses for SFT, pair losses for DPO); the trainer
 divides by the global count of the optimizer step (`normaliser`, summed over micro-batches and ranks) so that the
-update never depends on the world size, the accumulation steps or the packing.
+update never depends on the world size, the accumulation steps or the packing. Its statistics are 0-dim tensors
+left on the device: the trainer sums them there and brings them to the host once per step, so nothing in the
+micro-batch loop waits for the GPU. For the same reason the positions that carry a target are found on the host
+when the batch is built (`label_positions`), not with a boolean index on the device.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from data.collate import collate_sft
 from data.packing import collate_packed, pack_row, plan_micro_batches
 from data.tokenize import IGNORE_INDEX, SFTExample
 from losses import neftune_noise, sequence_logps, sft_loss
-from losses.chunked import chunked_sequence_logps, chunked_sft_loss, chunked_token_logps
+from losses.chunked import chunked_sequence_logps, chunked_sft_loss, chunked_token_logps, label_positions
 
 Batch = dict[str, torch.Tensor]
 
@@ -41,7 +44,7 @@ class Task(Protocol):
 
     def normaliser(self, batch: Batch) -> int: ...
 
-    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
 
 
 def check_packing_supported(model: torch.nn.Module) -> None:
@@ -62,6 +65,12 @@ def filler_inputs(pad_id: int) -> Batch:
         "attention_mask": torch.zeros((1, 1), dtype=torch.long),
         "packed_mask": torch.ones((1, 1, 1, 1), dtype=torch.bool),
     }
+
+
+def with_label_positions(batch: Batch) -> Batch:
+    """Add `label_positions` (flat positions whose next label is a target), computed here on the host."""
+    batch["label_positions"] = label_positions(batch["labels"])
+    return batch
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -111,7 +120,9 @@ def completion_logps(model: torch.nn.Module, batch: Batch, *, chunk_size: int | 
     return _on_final_hidden(
         model,
         batch,
-        lambda hidden, weight: chunked_sequence_logps(hidden, weight, batch["labels"], chunk_size=chunk_size),
+        lambda hidden, weight: chunked_sequence_logps(
+            hidden, weight, batch["labels"], chunk_size=chunk_size, label_positions=batch.get("label_positions")
+        ),
     )
 
 
@@ -178,7 +189,10 @@ class SFTTask:
         self, examples: Sequence[SFTExample], micro_indices: Sequence[Sequence[int]]
     ) -> list[Batch]:
         if self.pack_length is None:
-            return [collate_sft([examples[i] for i in idx], pad_id=self.pad_id) for idx in micro_indices]
+            return [
+                with_label_positions(collate_sft([examples[i] for i in idx], pad_id=self.pad_id))
+                for idx in micro_indices
+            ]
         step = [examples[i] for idx in micro_indices for i in idx]
         plan = plan_micro_batches(
             [len(e.input_ids) for e in step],
@@ -186,7 +200,9 @@ class SFTTask:
             rows_per_micro_batch=self.rows_per_micro_batch,
         )
         return [
-            collate_packed([pack_row([step[j] for j in row]) for row in micro], pad_id=self.pad_id)
+            with_label_positions(
+                collate_packed([pack_row([step[j] for j in row]) for row in micro], pad_id=self.pad_id)
+            )
             for micro in plan
         ]
 
@@ -194,12 +210,12 @@ class SFTTask:
         batch = filler_inputs(self.pad_id)
         batch["labels"] = torch.full((1, 1), IGNORE_INDEX, dtype=torch.long)
         batch["document_ids"] = torch.full((1, 1), -1, dtype=torch.long)
-        return batch
+        return with_label_positions(batch)
 
     def normaliser(self, batch: Batch) -> int:
         return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
-    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.neftune is not None:
             self.neftune.attention_mask = batch["attention_mask"]
             self.neftune.document_ids = batch.get("document_ids")
@@ -210,7 +226,11 @@ class SFTTask:
                 model,
                 batch,
                 lambda hidden, weight: chunked_sft_loss(
-                    hidden, weight, batch["labels"], chunk_size=self.chunk_size
+                    hidden,
+                    weight,
+                    batch["labels"],
+                    chunk_size=self.chunk_size,
+                    label_positions=batch.get("label_positions"),
                 ),
             )
-        return loss_sum, {"loss_sum": float(loss_sum.detach()), "num_tokens": float(num_tokens)}
+        return loss_sum, {"loss_sum": loss_sum.detach(), "num_tokens": num_tokens}

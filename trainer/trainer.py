@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from data.pipeline import DataBundle, build_dataset
 from data.sampler import StepSampler
@@ -27,11 +26,14 @@ from trainer.config import write_config
 from trainer.devices import detect_device_name, peak_flops
 from trainer.distributed import (
     DistInfo,
-    all_reduce_max,
-    all_reduce_sum,
+    barrier,
     init_distributed,
+    rank,
+    reduce_tensor,
+    reduce_values,
     seed_everything,
     setup_logging,
+    stack_values,
     teardown,
 )
 from trainer.memory_plan import model_flops_per_token
@@ -203,8 +205,7 @@ class Trainer:
             bundle = build_dataset(
                 cfg.data, tokenizer=self.tokenizer, max_seq_len=cfg.train.max_seq_len, expect=self.expect
             )
-        if dist.get_world_size() > 1:
-            dist.barrier()
+        barrier()
         if not self.info.is_main:
             bundle = build_dataset(
                 cfg.data, tokenizer=self.tokenizer, max_seq_len=cfg.train.max_seq_len, expect=self.expect
@@ -242,10 +243,6 @@ class Trainer:
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, handler)
 
-    def _stop_agreed(self) -> bool:
-        flag = torch.tensor([1 if self._stop_signal is not None else 0], dtype=torch.int64)
-        return bool(all_reduce_sum(flag).item())
-
     # -- the loop ----------------------------------------------------------------------------------------------
 
     def train(self) -> Path | None:
@@ -271,7 +268,7 @@ class Trainer:
             while step < plan.total_steps:
                 epoch, step_in_epoch = divmod(step, plan.steps_per_epoch)
                 step_timer = Timer()
-                record, finite = self._optimizer_step(epoch, step_in_epoch, step)
+                record, finite, stop = self._optimizer_step(epoch, step_in_epoch, step)
                 step += 1
                 steps_this_run += 1
                 if not finite:
@@ -313,7 +310,6 @@ class Trainer:
                 profiler.step()
                 _debug_kill(step)
                 end_of_epoch = step % plan.steps_per_epoch == 0
-                stop = self._stop_agreed()
                 if stop or end_of_epoch or (every and step % every == 0) or step == plan.total_steps:
                     with named_range("checkpoint"):
                         self._save(step, bad_steps)
@@ -341,40 +337,33 @@ class Trainer:
             return self.output_dir / "final"
         return None
 
-    def _optimizer_step(self, epoch: int, step_in_epoch: int, step: int) -> tuple[dict[str, Any], bool]:
-        """One optimizer step over this rank's micro-batches; returns the step's metrics and finiteness."""
-        cfg, info = self.cfg, self.info
+    def _optimizer_step(self, epoch: int, step_in_epoch: int, step: int) -> tuple[dict[str, Any], bool, bool]:
+        """One optimizer step over this rank's micro-batches; returns the step's metrics, whether it was finite
+        (and applied), and whether any rank received a stop signal.
+
+        Collectives per step: the normaliser (before the first backward), the step statistics with the stop
+        flag in one fused all-reduce after the last backward, and for packed steps the micro-batch count first.
+        The statistics stay on the device until that all-reduce; the step's numbers reach the host once.
+        """
+        cfg = self.cfg
         micro_indices = self.sampler.step_indices(epoch, step_in_epoch)
         with named_range("data"):
             batches = self.task.micro_batches(self.bundle.examples, micro_indices)
             if self.task.packed:  # packed steps vary in micro-batches: every rank runs the largest count
-                count = int(all_reduce_max(torch.tensor([len(batches)], dtype=torch.int64)).item())
+                count = int(reduce_values([len(batches)], op="max")[0])
                 batches += [self.task.filler_batch() for _ in range(count - len(batches))]
-        local = torch.tensor([sum(self.task.normaliser(b) for b in batches)], dtype=torch.float64)
-        normaliser = float(all_reduce_sum(local).item())
+        # counted on the host from the CPU batches: no device round trip
+        real_tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+        slots = sum(b["input_ids"].numel() for b in batches)  # real tokens / slots = padding efficiency
+        rows = sum(b["input_ids"].shape[0] for b in batches)
+        normaliser = reduce_tensor(stack_values([sum(self.task.normaliser(b) for b in batches)]))
+        divisor = normaliser.clamp(min=1.0)
         lr = lr_at(step, total_steps=self.plan.total_steps, cfg=cfg.optim)
         set_lr(self.optimizer, lr)
-        sums: dict[str, float] = {}
-        real_tokens = 0
-        slots = 0  # padded batch positions: real tokens / slots is the padding (or packing) efficiency
-        for batch in batches:
-            batch = {k: v.to(info.device, non_blocking=True) for k, v in batch.items()}
-            with named_range("forward"):
-                loss_sum, stats = self.task.loss(self.model, batch)
-            if step + 1 in _DEBUG_NAN_STEPS:  # test hook: a non-finite loss at this step
-                loss_sum = loss_sum * float("nan")
-                stats["loss_sum"] = float("nan")
-            with named_range("backward"):
-                (loss_sum / max(normaliser, 1.0)).backward()
-            for key, value in stats.items():
-                sums[key] = sums.get(key, 0.0) + value
-            real_tokens += int(batch["attention_mask"].sum())
-            slots += batch["input_ids"].numel()
+        sums = self._forward_backward(batches, divisor=divisor, step=step)
         keys = sorted(sums)
-        totals = all_reduce_sum(
-            torch.tensor([sums[k] for k in keys] + [real_tokens, slots], dtype=torch.float64)
-        ).tolist()
-        totals_by_key = dict(zip(keys, totals[:-2]))
+        host = [real_tokens, slots, rows, 1 if self._stop_signal is not None else 0]
+        totals = reduce_tensor(torch.cat([stack_values([sums[k] for k in keys]), stack_values(host)]))
         with named_range("optimizer"):
             if cfg.train.max_grad_norm is not None:
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.max_grad_norm)
@@ -384,25 +373,52 @@ class Trainer:
                 )
             if hasattr(grad_norm, "full_tensor"):
                 grad_norm = grad_norm.full_tensor()
-            grad_norm = float(grad_norm)
-            loss = totals_by_key["loss_sum"] / max(normaliser, 1.0)
-            finite = math.isfinite(loss) and math.isfinite(grad_norm)
+            # the one device-to-host transfer of the step
+            values = torch.cat([totals, normaliser, grad_norm.detach().reshape(1).to(totals)]).tolist()
+            *stat_values, real_total, slot_total, row_total, stop_flags, normaliser_total, grad_norm_value = values
+            totals_by_key = dict(zip(keys, stat_values))
+            loss = totals_by_key["loss_sum"] / max(normaliser_total, 1.0)
+            finite = math.isfinite(loss) and math.isfinite(grad_norm_value)
             if finite:  # a non-finite step is skipped: no update, gradients dropped
                 self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        record = {"loss": loss, "lr": lr, "grad_norm": grad_norm, self.task.count_name: int(normaliser)}
+        record = {
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": grad_norm_value,
+            self.task.count_name: int(normaliser_total),
+        }
         record.update(
-            self.task.step_metrics(totals_by_key, normaliser) if hasattr(self.task, "step_metrics") else {}
+            self.task.step_metrics(totals_by_key, normaliser_total) if hasattr(self.task, "step_metrics") else {}
         )
-        record["real_tokens"] = totals[-2]
-        record["padding_efficiency"] = totals[-2] / max(totals[-1], 1.0)
-        rows = all_reduce_sum(
-            torch.tensor([sum(b["input_ids"].shape[0] for b in batches)], dtype=torch.float64)
-        )
-        record["flops_per_token"] = model_flops_per_token(
-            self.model.config, int(totals[-1] / max(rows.item(), 1))
-        )
-        return record, finite
+        record["real_tokens"] = real_total
+        record["padding_efficiency"] = real_total / max(slot_total, 1.0)
+        record["flops_per_token"] = model_flops_per_token(self.model.config, int(slot_total / max(row_total, 1)))
+        return record, finite, stop_flags > 0
+
+    def _forward_backward(
+        self, batches: list[dict[str, torch.Tensor]], *, divisor: torch.Tensor, step: int
+    ) -> dict[str, torch.Tensor]:
+        """Forward and backward of every micro-batch; the statistics summed on the device (float64).
+
+        Nothing here waits for the device: the loss is scaled by a device tensor and the statistics stay tensors
+        (tests/trainer/test_step_syncs.py checks that no sisu code in this loop asks the device for a value).
+        """
+        sums: dict[str, torch.Tensor] = {}
+        for batch in batches:
+            batch = {k: v.to(self.info.device, non_blocking=True) for k, v in batch.items()}
+            with named_range("forward"):
+                loss_sum, stats = self.task.loss(self.model, batch)
+            if step + 1 in _DEBUG_NAN_STEPS:  # test hook: a non-finite loss at this step
+                loss_sum = loss_sum * float("nan")
+                stats["loss_sum"] = loss_sum.detach()
+            with named_range("backward"):
+                (loss_sum / divisor.to(loss_sum.dtype)).backward()
+            for key, value in stats.items():
+                total = sums.get(key)
+                value = value.detach().to(torch.float64)
+                sums[key] = value if total is None else total + value
+        return sums
 
     def _save(self, step: int, bad_steps: int) -> None:
         epoch = step // self.plan.steps_per_epoch
@@ -434,7 +450,7 @@ _DEBUG_NAN_STEPS = {int(s) for s in os.environ.get("SISU_DEBUG_NAN_AT_STEPS", ""
 def _debug_kill(step: int) -> None:
     """Test hook: SISU_DEBUG_SIGKILL_AFTER_STEP=N makes rank 0 die with SIGKILL after step N (like kill -9)."""
     target = os.environ.get("SISU_DEBUG_SIGKILL_AFTER_STEP")
-    if target is not None and int(target) == step and (not dist.is_initialized() or dist.get_rank() == 0):
+    if target is not None and int(target) == step and rank() == 0:
         os.kill(os.getpid(), signal.SIGKILL)
 
 

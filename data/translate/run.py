@@ -274,20 +274,17 @@ def run_chunks(
     items_per_chunk: int,
 ) -> None:
     """Apply `work` to every chunk of items not yet in `progress_path`, appending its rows (all ranks call)."""
-    import torch.distributed as dist
-
     from eval.generate import append_rows, rank_and_world, read_done, rewrite_rows
+    from trainer.distributed import all_gather_objects, broadcast_object
 
     rank, world = rank_and_world()
-    done_keys: list[Any] = [None]
+    done_keys: list[str] = []
     if rank == 0:
         done_rows = read_done(progress_path)
         if progress_path.exists():
             rewrite_rows(progress_path, list(done_rows.values()))  # drop a line cut by a kill
-        done_keys = [sorted(done_rows)]
-    if world > 1:
-        dist.broadcast_object_list(done_keys, src=0)
-    done = set(done_keys[0])
+        done_keys = sorted(done_rows)
+    done = set(broadcast_object(done_keys, src=0))
     chunks = [list(items[i : i + items_per_chunk]) for i in range(0, len(items), items_per_chunk)]
     pending = [chunk for chunk in ([it for it in c if it.key not in done] for c in chunks) if chunk]
     finished = len(items) - sum(len(chunk) for chunk in pending)
@@ -308,9 +305,7 @@ def run_chunks(
     for round_index in range(-(-len(pending) // world)):
         mine = round_index * world + rank
         rows = work(pending[mine]) if mine < len(pending) else []
-        gathered: list[Any] = [None] * world if world > 1 else [rows]
-        if world > 1:
-            dist.all_gather_object(gathered, rows)
+        gathered = all_gather_objects(rows)
         if rank == 0:
             new_rows = [row for part in gathered for row in part]
             append_rows(progress_path, new_rows)

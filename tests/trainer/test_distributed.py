@@ -12,12 +12,19 @@ WORKER = textwrap.dedent(
     """
     import json, os, sys
     import torch
-    from trainer.distributed import all_reduce_sum, init_distributed, teardown
+    from trainer.distributed import (
+        all_gather_objects, broadcast_, broadcast_object, init_distributed, reduce_values, teardown
+    )
     info = init_distributed(backend="auto")
     # each rank contributes a different number of target tokens: rank r has r + 3
-    tokens = all_reduce_sum(torch.tensor([info.rank + 3], dtype=torch.int64))
+    tokens = reduce_values([info.rank + 3, torch.tensor(info.rank * 2.5)])
+    largest = reduce_values([info.rank + 3], op="max")[0]
+    buffer = torch.full((3,), float(info.rank))
+    broadcast_(buffer, src=0)
     out = {"rank": info.rank, "world": info.world_size, "backend": info.backend,
-           "device": str(info.device), "tokens": int(tokens.item())}
+           "device": str(info.device), "tokens": tokens, "largest": largest, "buffer": buffer.tolist(),
+           "from_0": broadcast_object({"keys": [f"k{info.rank}"]}, src=0),
+           "gathered": all_gather_objects(info.rank * 10)}
     with open(os.path.join(sys.argv[1], f"rank{info.rank}.json"), "w") as f:
         json.dump(out, f)
     teardown()
@@ -43,13 +50,24 @@ def test_two_process_gloo_all_reduce(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for r, res in enumerate(results):
-        assert res == {"rank": r, "world": 2, "backend": "gloo", "device": "cpu", "tokens": 3 + 4}
+        assert res == {
+            "rank": r,
+            "world": 2,
+            "backend": "gloo",
+            "device": "cpu",
+            "tokens": [3 + 4, 0 + 2.5],
+            "largest": 4,
+            "buffer": [0.0, 0.0, 0.0],
+            "from_0": {"keys": ["k0"]},
+            "gathered": [0, 10],
+        }
 
 
 def test_plain_single_process(tmp_path):
     proc = _run([sys.executable], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads((tmp_path / "rank0.json").read_text())["tokens"] == 3
+    result = json.loads((tmp_path / "rank0.json").read_text())
+    assert result["tokens"] == [3, 0] and result["gathered"] == [0] and result["from_0"] == {"keys": ["k0"]}
 
 
 def test_incomplete_torchrun_environment(monkeypatch):

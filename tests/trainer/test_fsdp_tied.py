@@ -11,7 +11,7 @@ WORKER = textwrap.dedent(
     import copy, json, sys
     import torch
     from losses import sft_loss
-    from trainer.distributed import all_reduce_sum, init_distributed, teardown
+    from trainer.distributed import init_distributed, reduce_tensor, teardown
     from trainer.jobs import ModelConfig
     from trainer.model import build_model
     from trainer.parallel import shard_model, tied_embeddings
@@ -34,7 +34,7 @@ WORKER = textwrap.dedent(
     shard_model(model, device=info.device)
     mine = slice(2 * info.rank, 2 * info.rank + 2)
     local_sum, local_n = sft_loss(model(input_ids=input_ids[mine]).logits, labels[mine])
-    total = all_reduce_sum(local_n.clone().double())
+    total = reduce_tensor(local_n.double())
     (local_sum / total).backward()
     weight = model.get_input_embeddings().weight
     grad = weight.grad.full_tensor()
