@@ -19,8 +19,11 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
+CHATML_START = "<|im_start|>"
 CHATML_END = "<|im_end|>"
-BUILTIN_TEMPLATES = {"chatml": (CHATML_TEMPLATE, CHATML_END)}
+# name -> (template, end of an assistant turn, the special markers the template writes)
+BUILTIN_TEMPLATES = {"chatml": (CHATML_TEMPLATE, CHATML_END, (CHATML_START, CHATML_END))}
+_PROBE = "\u2063sisu-end-of-turn-probe\u2063"  # an assistant reply no template rewrites
 
 
 class TemplateError(ValueError):
@@ -29,11 +32,16 @@ class TemplateError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ChatTemplate:
-    """A Jinja chat template and the text that ends an assistant turn."""
+    """A Jinja chat template, the text that ends an assistant turn, and the special markers it writes.
+
+    `markers` are the strings a built-in template needs as single tokens (ChatML's <|im_start|> and <|im_end|>);
+    a tokenizer's own template has none to add (its markers are that tokenizer's tokens already).
+    """
 
     name: str
     source: str
     end_of_turn: str
+    markers: tuple[str, ...] = ()
 
     @classmethod
     def resolve(cls, tokenizer: Any, name: str = "auto") -> ChatTemplate:
@@ -42,10 +50,7 @@ class ChatTemplate:
         if isinstance(own, dict):  # several named templates: take the default one
             own = own.get("default")
         if name in ("auto", "tokenizer") and own:
-            end = getattr(tokenizer, "eos_token", None) or CHATML_END
-            if CHATML_END in own:
-                end = CHATML_END
-            return cls("tokenizer", own, end)
+            return cls("tokenizer", own, end_of_turn_of(tokenizer, own))
         if name == "tokenizer":
             raise TemplateError("data.template=tokenizer but the tokenizer has no chat template")
         builtin = "chatml" if name == "auto" else name
@@ -53,8 +58,8 @@ class ChatTemplate:
             raise TemplateError(
                 f"unknown chat template {name!r}; expected auto, tokenizer or one of {', '.join(BUILTIN_TEMPLATES)}"
             )
-        source, end = BUILTIN_TEMPLATES[builtin]
-        return cls(builtin, source, end)
+        source, end, markers = BUILTIN_TEMPLATES[builtin]
+        return cls(builtin, source, end, markers)
 
     def render(self, tokenizer: Any, messages: Sequence[dict], *, add_generation_prompt: bool = False) -> str:
         return tokenizer.apply_chat_template(
@@ -63,6 +68,32 @@ class ChatTemplate:
             tokenize=False,
             add_generation_prompt=add_generation_prompt,
         )
+
+    def missing_markers(self, tokenizer: Any) -> list[str]:
+        """The markers of this template that the tokenizer does not encode as one token."""
+        return [m for m in self.markers if len(tokenizer(m, add_special_tokens=False)["input_ids"]) != 1]
+
+
+def end_of_turn_of(tokenizer: Any, source: str) -> str:
+    """The text a template writes right after an assistant reply (its end-of-turn marker), found by rendering a
+    one-turn conversation: <|eot_id|> for Llama 3, <end_of_turn> for Gemma, <|end|> for Phi-3.5, the tokenizer's
+    eos for templates that write `eos_token`. Falls back to the eos token when the template writes nothing."""
+    eos = getattr(tokenizer, "eos_token", None) or CHATML_END
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _PROBE}],
+            chat_template=source,
+            tokenize=False,
+        )
+    except Exception:  # noqa: BLE001 - a template that cannot render this conversation: keep the eos
+        return eos
+    at = text.rfind(_PROBE)
+    tail = text[at + len(_PROBE) :].strip() if at >= 0 else ""
+    if not tail:
+        return eos
+    if tail.startswith("<") and ">" in tail:  # a marker such as <|eot_id|>, possibly followed by the eos
+        return tail[: tail.index(">") + 1]
+    return tail.split()[0]
 
 
 @dataclasses.dataclass(frozen=True)

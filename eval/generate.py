@@ -32,6 +32,32 @@ from trainer.profiling import named_range
 logger = logging.getLogger("sisu")
 
 
+def load_generation_model(
+    model_cfg: Any, *, sharding: str, info: Any, vocab_size: int, seed: int
+) -> torch.nn.Module:
+    """A model for generation in eval mode: a full copy per rank (`replicate`), or sharded over all ranks with
+    FSDP2 (`fsdp`: for models larger than one device, such as Poro-34B on a 64 GB MI250X GCD; the ranks then
+    generate in lockstep). bf16 on GPU unless `model.dtype` says otherwise."""
+    from trainer.builder import build_sharded_model
+    from trainer.jobs import TrainConfig
+    from trainer.model import build_model
+
+    if sharding == "fsdp":
+        return build_sharded_model(
+            model_cfg,
+            TrainConfig(mixed_precision="auto"),
+            info=info,
+            vocab_size=vocab_size,
+            seed=seed,
+            trainable=False,
+        )
+    torch.manual_seed(seed)
+    model = build_model(model_cfg, vocab_size=vocab_size)
+    if info.device.type == "cuda" and model_cfg.dtype == "auto":
+        model = model.to(torch.bfloat16)
+    return model.to(info.device).eval()
+
+
 @dataclass(frozen=True)
 class GenerationItem:
     key: Any
@@ -57,23 +83,41 @@ def read_done(path: Path) -> dict[str, dict]:
     return done
 
 
-def stop_token_ids(tokenizer: Any) -> list[int]:
-    """The end-of-sequence id plus the chat template's end-of-turn token when it differs (e.g. <|im_end|>)."""
-    ids = {tokenizer.eos_token_id}
-    for token in ("<|im_end|>", "<|eot_id|>", "<|end|>"):
-        token_id = tokenizer.convert_tokens_to_ids(token)
-        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id and token_id >= 0:
-            ids.add(token_id)
-    return sorted(i for i in ids if i is not None)
+@dataclass(frozen=True)
+class Stops:
+    """Where a generated row ends: at any of `token_ids`, or at the first of `strings` (cut before it)."""
+
+    token_ids: tuple[int, ...]
+    strings: tuple[str, ...] = ()
 
 
-def render_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
-    """Each prompt as a one-turn chat with the generation prompt, tokenized without extra special tokens."""
+def stops_for(
+    tokenizer: Any, model: torch.nn.Module, *, end_of_turn: str | None = None, strings: Sequence[str] = ()
+) -> Stops:
+    """The tokenizer's eos, every eos id of the model's generation config, and the chat template's end of turn:
+    as a token when the tokenizer has it as one, else as a stop string."""
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if configured is not None:
+        ids.update([configured] if isinstance(configured, int) else configured)
+    texts = list(strings)
+    if end_of_turn:
+        encoded = tokenizer(end_of_turn, add_special_tokens=False)["input_ids"]
+        if len(encoded) == 1:
+            ids.add(encoded[0])
+        else:
+            texts.append(end_of_turn)
+    return Stops(tuple(sorted(ids)), tuple(texts))
+
+
+def render_prompts(tokenizer: Any, template: Any, prompts: Sequence[str]) -> list[list[int]]:
+    """Each prompt as a one-turn chat in `template` (a data.templates.ChatTemplate) with the generation prompt,
+    tokenized without extra special tokens (the template writes the ones it wants)."""
     out = []
     for prompt in prompts:
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
+        text = template.render(tokenizer, [{"role": "user", "content": prompt}], add_generation_prompt=True)
         out.append(tokenizer(text, add_special_tokens=False)["input_ids"])
     return out
 
@@ -112,18 +156,19 @@ def generate_batch(
     token_ids: Sequence[Sequence[int]],
     *,
     max_new_tokens: int,
+    stops: Stops,
     do_sample: bool = False,
     temperature: float = 1.0,
     top_p: float = 1.0,
     synced: bool = False,
-    stop_strings: Sequence[str] = (),
     prefix: PromptPrefix | None = None,
     device: torch.device,
 ) -> tuple[list[str], int]:
     """Left-padded batched decoding with the KV cache; returns (texts, number of generated tokens).
 
-    A row ends at an end-of-sequence/end-of-turn token, or at the first of `stop_strings` (completion-mode
-    prompts such as translation); the text is cut before the stop string. With `prefix` (see encode_prefix)
+    A row ends at one of `stops.token_ids` (eos, end of turn), or at the first of `stops.strings` (an end of turn
+    that is no single token; completion-mode prompts such as translation); the text is cut before the stop
+    string. With `prefix` (see encode_prefix)
     every prompt is `prefix.token_ids + token_ids[row]`: the prefix's cache is reused and the padding sits
     between the prefix and each row's own tokens (masked; positions follow the mask).
     """
@@ -138,14 +183,14 @@ def generate_batch(
     for row, ids in enumerate(token_ids):
         input_ids[row, shared + longest - len(ids) :] = torch.tensor(ids, dtype=torch.long)
         attention[row, shared + longest - len(ids) :] = 1
-    stops = stop_token_ids(tokenizer)
+    stop_ids = list(stops.token_ids)
     kwargs: dict[str, Any] = {"do_sample": do_sample}
     if do_sample:
         kwargs.update(temperature=temperature, top_p=top_p)
     else:
         kwargs.update(temperature=None, top_p=None, top_k=None)
-    if stop_strings:
-        kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
+    if stops.strings:
+        kwargs.update(stop_strings=list(stops.strings), tokenizer=tokenizer)
     if prefix is not None:
         cache = copy.deepcopy(prefix.cache)  # generate extends the cache it is given
         cache.batch_repeat_interleave(len(token_ids))
@@ -155,7 +200,7 @@ def generate_batch(
             input_ids=input_ids.to(device),
             attention_mask=attention.to(device),
             max_new_tokens=max_new_tokens,
-            eos_token_id=stops,
+            eos_token_id=stop_ids,
             pad_token_id=pad,
             use_cache=True,
             synced_gpus=synced,
@@ -166,11 +211,11 @@ def generate_batch(
     for row in new.tolist():
         cut = len(row)
         for i, token in enumerate(row):
-            if token in stops:
+            if token in stop_ids:
                 cut = i
                 break
         count += min(len(row), cut + 1)
-        texts.append(cut_at_stop(tokenizer.decode(row[:cut], skip_special_tokens=True), stop_strings))
+        texts.append(cut_at_stop(tokenizer.decode(row[:cut], skip_special_tokens=True), stops.strings))
     return texts, count
 
 
@@ -189,6 +234,8 @@ def generate_all(
     tokenizer: Any,
     items: Sequence[GenerationItem],
     *,
+    template: Any,
+    stops: Stops,
     out_path: Path,
     batch_size: int,
     max_new_tokens: int,
@@ -210,7 +257,7 @@ def generate_all(
         done_keys = sorted(done_rows)
     done = set(broadcast_object(done_keys, src=0))
     todo = [item for item in items if str(item.key) not in done]
-    token_ids = render_prompts(tokenizer, [item.prompt for item in todo])
+    token_ids = render_prompts(tokenizer, template, [item.prompt for item in todo])
     order = sorted(range(len(todo)), key=lambda i: (-len(token_ids[i]), i))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     rounds = -(-len(batches) // world)
@@ -232,6 +279,7 @@ def generate_all(
                 tokenizer,
                 prompts,
                 max_new_tokens=max_new_tokens,
+                stops=stops,
                 do_sample=do_sample,
                 temperature=temperature,
                 top_p=top_p,

@@ -11,17 +11,15 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-
-from eval.generate import GenerationItem, generate_all
+from data.templates import ChatTemplate
+from eval.generate import GenerationItem, generate_all, load_generation_model, stops_for
 from eval.ifeval import Prompt, format_table, load_hub_prompts, load_prompts, score, write_outputs
 from eval.language import response_language_rate
 from eval.report import RunScores, category_accuracies, plot_categories
-from trainer.builder import build_sharded_model
 from trainer.config import atomic_write_text, write_config
 from trainer.distributed import init_distributed, seed_everything, setup_logging, teardown
-from trainer.jobs import BenchmarkConfig, EvalConfig, TrainConfig
-from trainer.model import build_model, load_tokenizer
+from trainer.jobs import BenchmarkConfig, EvalConfig
+from trainer.model import load_tokenizer
 
 logger = logging.getLogger("sisu")
 
@@ -48,17 +46,19 @@ def prompt_key(prompt: Prompt) -> object:
     return prompt.key if prompt.key is not None else prompt.prompt
 
 
-def _load_model(cfg: EvalConfig, info, vocab_size: int) -> torch.nn.Module:
-    if cfg.sharding == "fsdp":
-        train_cfg = TrainConfig(mixed_precision="auto")
-        return build_sharded_model(
-            cfg.model, train_cfg, info=info, vocab_size=vocab_size, seed=cfg.seed, trainable=False
+def resolve_eval_template(tokenizer: object, name: str) -> ChatTemplate:
+    """The template prompts are rendered with: the model's own (sisu exports the one it trained with), or
+    `template` when set. A built-in template whose markers the tokenizer lacks is refused: the model never saw
+    them as tokens, so its answers would say nothing about the model."""
+    template = ChatTemplate.resolve(tokenizer, name)
+    missing = template.missing_markers(tokenizer)
+    if missing:
+        raise ValueError(
+            f"eval: template {template.name!r} writes {', '.join(missing)}, which this tokenizer does not have as "
+            "tokens (a base model, or one trained with another template): evaluate a model sisu trained with "
+            "that template (its export carries it), or set template to the one the model was trained with"
         )
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, vocab_size=vocab_size)
-    if info.device.type == "cuda" and cfg.model.dtype == "auto":
-        model = model.to(torch.bfloat16)
-    return model.to(info.device).eval()
+    return template
 
 
 def run_eval(cfg: EvalConfig) -> None:
@@ -77,7 +77,18 @@ def run_eval(cfg: EvalConfig) -> None:
             out.mkdir(parents=True, exist_ok=True)
             write_config(cfg, out / "config.yaml")
         tokenizer = load_tokenizer(cfg.model)
-        model = _load_model(cfg, info, len(tokenizer))
+        template = resolve_eval_template(tokenizer, cfg.template)
+        model = load_generation_model(
+            cfg.model, sharding=cfg.sharding, info=info, vocab_size=len(tokenizer), seed=cfg.seed
+        )
+        stops = stops_for(tokenizer, model, end_of_turn=template.end_of_turn)
+        if info.is_main:
+            logger.info(
+                "chat template: %s; generation stops at token ids %s%s",
+                template.name,
+                list(stops.token_ids),
+                f" and at {list(stops.strings)}" if stops.strings else "",
+            )
         results = {}
         for bench, prompts in benchmarks:
             bench_dir = out / bench.name
@@ -89,6 +100,8 @@ def run_eval(cfg: EvalConfig) -> None:
                 model,
                 tokenizer,
                 items,
+                template=template,
+                stops=stops,
                 out_path=bench_dir / "responses.jsonl",
                 batch_size=cfg.generation.batch_size,
                 max_new_tokens=cfg.generation.max_new_tokens,

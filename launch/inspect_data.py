@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.pipeline import build_dataset, mark_trained_text  # noqa: E402
 from trainer.config import load_config, read_yaml  # noqa: E402
 from trainer.jobs import DPOConfig, SFTConfig  # noqa: E402
-from trainer.model import load_tokenizer  # noqa: E402
+from trainer.model import prepare_tokenizer  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
         raw = read_yaml(args.config)
         is_dpo = "dpo" in raw or "reference" in raw
         cfg = load_config(DPOConfig if is_dpo else SFTConfig, args.config, args.overrides)
-        tokenizer = load_tokenizer(cfg.model)
+        tokenizer, _template, _added = prepare_tokenizer(cfg.model, cfg.data.template)
         bundle = build_dataset(
             cfg.data,
             tokenizer=tokenizer,

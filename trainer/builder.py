@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import torch
 
@@ -10,6 +11,7 @@ from trainer.distributed import DistInfo, broadcast_
 from trainer.jobs import ModelConfig, TrainConfig
 from trainer.model import build_model
 from trainer.parallel import apply_activation_checkpointing, shard_model, tied_embeddings
+from trainer.vocab import init_new_rows
 
 logger = logging.getLogger("sisu")
 
@@ -22,21 +24,28 @@ def build_sharded_model(
     vocab_size: int,
     seed: int,
     trainable: bool = True,
+    new_token_ids: Sequence[int] = (),
 ) -> torch.nn.Module:
     """The model of `model_cfg`, sharded over all ranks. A frozen model (`trainable=False`, the DPO reference)
     has no gradients, stays in eval mode and skips activation checkpointing.
 
     With weights and several ranks, only rank 0 reads them; the others build a skeleton on the meta device and
     receive their shards by broadcast, so no rank holds a per-rank full copy of a 34B model in host memory.
-    Random init (`model.init_config`) is seeded identically on every rank.
+    Random init (`model.init_config`) is seeded identically on every rank. Tokens the run added to the tokenizer
+    (`new_token_ids`: a chat template's markers) get embedding rows as described in trainer/vocab.py.
     """
     from_weights = model_cfg.init_config is None
     broadcast = from_weights and info.world_size > 1
     device = "meta" if broadcast and not info.is_main else "cpu"
     torch.manual_seed(seed)
     model = build_model(model_cfg, vocab_size=vocab_size, device=device)
-    if not from_weights and model.get_input_embeddings().num_embeddings < vocab_size:
-        raise ValueError(f"model.init_config vocab_size is smaller than the tokenizer's {vocab_size} tokens")
+    rows = model.get_input_embeddings().num_embeddings
+    if rows + len(new_token_ids) < vocab_size:
+        raise ValueError(
+            f"the model has {rows} embedding rows but the tokenizer has {vocab_size} tokens: the tokenizer does not "
+            "belong to the model (check model.tokenizer, or the vocab_size of model.init_config)"
+        )
+    init_new_rows(model, vocab_size=vocab_size, new_ids=list(new_token_ids))
     full_state = model.state_dict() if broadcast and info.is_main else None
     model.config.use_cache = False
     if not trainable:

@@ -105,14 +105,20 @@ def save_checkpoint(
     return final
 
 
+def read_trainer_state(path: str | os.PathLike) -> dict[str, Any]:
+    """The `trainer_state.json` of checkpoint `path` (one-line error when it is not a complete checkpoint)."""
+    state_file = Path(path) / "trainer_state.json"
+    if not state_file.is_file():
+        raise ValueError(f"{path}: not a complete sisu checkpoint (trainer_state.json missing)")
+    return json.loads(state_file.read_text(encoding="utf-8"))
+
+
 def load_checkpoint(
     path: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None
 ) -> dict[str, Any]:
     """Restore model, optimizer and this rank's RNG from `path`; returns the trainer state."""
     path = Path(path)
-    state_file = path / "trainer_state.json"
-    if not state_file.is_file():
-        raise ValueError(f"{path}: not a complete sisu checkpoint (trainer_state.json missing)")
+    trainer_state = read_trainer_state(path)
     state: dict[str, Any] = {"model": get_model_state_dict(model)}
     if optimizer is not None:
         state["optim"] = get_optimizer_state_dict(model, optimizer)
@@ -125,7 +131,7 @@ def load_checkpoint(
     rng_file = path / f"rng_rank{_rank()}.pt"
     if rng_file.is_file():
         set_rng_state(torch.load(rng_file, weights_only=False))
-    return json.loads(state_file.read_text(encoding="utf-8"))
+    return trainer_state
 
 
 def _clean_key(key: str) -> str:
@@ -149,11 +155,16 @@ def export_hf(
     tokenizer: Any,
     max_shard_size: str = "5GB",
     dtype: torch.dtype | None = None,
+    chat_template: str | None = None,
+    end_of_turn: str | None = None,
 ) -> Path | None:
     """Write a Hugging Face directory (safetensors shards, config, generation config, tokenizer).
 
     Parameters are gathered one at a time (every rank takes part) and rank 0 streams them into shards of at
     most `max_shard_size`, so no process ever holds the full model twice. Tied output embeddings are stored once.
+    What users serve from it: weights in `dtype` (the config says so), `use_cache: true`, bos/eos/pad ids that
+    are the tokenizer's, the tokenizer with the `chat_template` the run trained with, and a generation config
+    whose eos ids include the template's `end_of_turn` token, so generation stops at the end of a turn.
     """
     from safetensors.torch import save_file
 
@@ -185,16 +196,51 @@ def export_hf(
         sizes[-1] += nbytes
     if rank == 0:
         _flush(shards, tmp, save_file, final=True, total_size=sum(sizes))
-        model.config.save_pretrained(tmp)
-        generation = getattr(model, "generation_config", None)
-        if generation is not None:
-            generation.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        exported_dtype = dtype or next(iter(sharded.values())).dtype
+        config, generation = serving_configs(model, tokenizer, dtype=exported_dtype, end_of_turn=end_of_turn)
+        config.save_pretrained(tmp)
+        generation.save_pretrained(tmp)
+        previous = getattr(tokenizer, "chat_template", None)
+        if chat_template is not None:
+            tokenizer.chat_template = chat_template
+        try:
+            tokenizer.save_pretrained(tmp)
+        finally:
+            tokenizer.chat_template = previous
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
     barrier()
     return out if rank == 0 else None
+
+
+def serving_configs(
+    model: torch.nn.Module, tokenizer: Any, *, dtype: torch.dtype, end_of_turn: str | None
+) -> tuple[Any, Any]:
+    """Copies of the model's config and generation config as they should be served (see export_hf)."""
+    import copy
+
+    from transformers import GenerationConfig
+
+    config = copy.deepcopy(model.config)
+    config.use_cache = True
+    config.dtype = dtype
+    config.vocab_size = model.get_input_embeddings().num_embeddings
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        setattr(config, name, getattr(tokenizer, name, None))
+    existing = getattr(model, "generation_config", None)
+    generation = (
+        copy.deepcopy(existing) if existing is not None else GenerationConfig.from_model_config(config)
+    )
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    if end_of_turn:
+        ids = tokenizer(end_of_turn, add_special_tokens=False)["input_ids"]
+        if len(ids) == 1 and ids[0] not in eos:
+            eos.append(ids[0])
+    generation.eos_token_id = eos if len(eos) != 1 else eos[0]
+    generation.pad_token_id = tokenizer.pad_token_id
+    generation.bos_token_id = tokenizer.bos_token_id
+    return config, generation
 
 
 def _flush(

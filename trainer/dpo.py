@@ -121,7 +121,9 @@ class DPOTask:
         if self.pack_length is None:
             batches = []
             for idx in micro_indices:
-                batch = with_label_positions(collate_preference([examples[i] for i in idx], pad_id=self.pad_id))
+                batch = with_label_positions(
+                    collate_preference([examples[i] for i in idx], pad_id=self.pad_id)
+                )
                 batch["index"] = torch.tensor(list(idx), dtype=torch.long)
                 batches.append(batch)
             return batches
@@ -255,7 +257,13 @@ def _save_tensor(tensor: torch.Tensor, path: Path) -> None:
 
 
 def make_dpo_task(
-    cfg: DPOConfig, *, tokenizer: Any, model: Any, bundle: DataBundle, info: DistInfo
+    cfg: DPOConfig,
+    *,
+    tokenizer: Any,
+    model: Any,
+    bundle: DataBundle,
+    info: DistInfo,
+    new_token_ids: Sequence[int] = (),
 ) -> DPOTask:
     mode = resolve_reference_mode(cfg)
     ref_cfg = reference_model_config(cfg)
@@ -275,7 +283,13 @@ def make_dpo_task(
 
     def build_reference() -> torch.nn.Module:
         return build_sharded_model(
-            ref_cfg, cfg.train, info=info, vocab_size=len(tokenizer), seed=cfg.seed, trainable=False
+            ref_cfg,
+            cfg.train,
+            info=info,
+            vocab_size=len(tokenizer),
+            seed=cfg.seed,
+            trainable=False,
+            new_token_ids=new_token_ids,
         )
 
     logger.info(

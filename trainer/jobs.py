@@ -31,7 +31,11 @@ class ModelConfig:
         "auto", help="Storage dtype of the loaded weights; auto = float32 master weights (recommended)."
     )
     attn_implementation: str = option(
-        "sdpa", help="transformers attention implementation (sdpa, eager, ...)."
+        "auto",
+        help="auto: chosen per architecture (SDPA for rotary models such as Llama; for ALiBi models such as "
+        "BLOOM/Poro-34B, sisu's SDPA with one additive ALiBi + mask bias, see trainer/attention.py); sdpa: the "
+        "same; eager: transformers' eager attention (packed batches then get an additive mask); any other "
+        "transformers implementation (flash_attention_2, flex_attention) is passed through for rotary models.",
     )
     trust_remote_code: bool = option(False, help="Allow custom modelling code from the model directory.")
 
@@ -145,6 +149,11 @@ class CheckpointConfig:
     keep: int = option(2, help="Keep the newest N checkpoints.")
     save_final: bool = option(True, help="Export OUTPUT_DIR/final/ in Hugging Face format at the end.")
     max_shard_size: str = option("5GB", help="Largest safetensors shard of the export.")
+    export_dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
+        "auto",
+        help="Dtype of the exported weights (and of `dtype` in its config.json); auto = the compute dtype: "
+        "bfloat16 under bf16 mixed precision (GPU), else the stored dtype (float32 on CPU).",
+    )
 
     def check(self) -> None:
         if self.every_steps is not None and self.every_steps < 1:
@@ -290,6 +299,12 @@ class EvalConfig:
     seed: int = option(42, help="Seed (sampling only).")
     model: ModelConfig = option(help="The model to evaluate.", factory=ModelConfig)
     benchmarks: list[BenchmarkConfig] = option(help="Benchmarks to run.", factory=list)
+    template: str = option(
+        "auto",
+        help="Chat template of the prompts, as data.template: auto (the model's own, which sisu exports with every "
+        "model it trains; chatml when the tokenizer has none), tokenizer, or chatml. Generation stops at the "
+        "template's end of turn and at every eos id of the model's generation config.",
+    )
     generation: GenerationConfig = option(help="Decoding.", factory=GenerationConfig)
     sharding: Literal["replicate", "fsdp"] = option(
         "replicate", help="replicate: a full model per rank, prompts sharded; fsdp: generate under FSDP2."
@@ -500,6 +515,11 @@ class TranslateConfig:
         help="Decoding (greedy; max_new_tokens caps every segment's budget).", factory=GenerationConfig
     )
     cleaning: CleaningConfig = option(help="Cleaning filters.", factory=CleaningConfig)
+    sharding: Literal["replicate", "fsdp"] = option(
+        "replicate",
+        help="replicate: a full model per rank, chunks dealt to ranks; fsdp: the model sharded with FSDP2 over all "
+        "ranks, which translate their chunks in lockstep (Poro-34B in bf16, 68 GB, on 64 GB MI250X GCDs).",
+    )
     distributed: DistributedConfig = option(help="Process group.", factory=DistributedConfig)
 
     def check(self) -> None:

@@ -934,10 +934,10 @@ def make_plan(req: PlanRequest) -> PlanResult:
 def _count_data(cfg: Any, job: str) -> tuple[int | None, float | None, str]:
     """(examples, mean tokens per row, note) from the recipe's data via the data pipeline (tokenizer needed)."""
     from data.pipeline import build_dataset
-    from trainer.model import load_tokenizer
+    from trainer.model import prepare_tokenizer
 
     try:
-        tokenizer = load_tokenizer(cfg.model)
+        tokenizer, _template, _added = prepare_tokenizer(cfg.model, cfg.data.template)
         bundle = build_dataset(
             cfg.data,
             tokenizer=tokenizer,

@@ -14,7 +14,10 @@ from typing import Any
 
 import torch
 
+from data.templates import ChatTemplate
+from trainer import attention
 from trainer.jobs import ModelConfig
+from trainer.vocab import add_template_tokens
 
 logger = logging.getLogger("sisu")
 
@@ -62,6 +65,14 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
     return tokenizer
 
 
+def prepare_tokenizer(cfg: ModelConfig, template: str) -> tuple[Any, ChatTemplate, list[int]]:
+    """The tokenizer, the chat template the run uses (`data.template`), and the ids of the template's markers that
+    had to be added to the tokenizer as special tokens (trainer/vocab.py)."""
+    tokenizer = load_tokenizer(cfg)
+    chat = ChatTemplate.resolve(tokenizer, template)
+    return tokenizer, chat, add_template_tokens(tokenizer, chat.missing_markers(tokenizer))
+
+
 def architecture_config(cfg: ModelConfig, *, vocab_size: int | None = None) -> Any:
     """A transformers config for `cfg.init_config` (mapping or path to config.json)."""
     from transformers import AutoConfig
@@ -82,27 +93,32 @@ def architecture_config(cfg: ModelConfig, *, vocab_size: int | None = None) -> A
 def build_model(
     cfg: ModelConfig, *, vocab_size: int | None = None, device: str | torch.device = "cpu"
 ) -> Any:
-    """Instantiate the model on `device` ("meta" for a weightless skeleton): random init or from weights."""
+    """Instantiate the model on `device` ("meta" for a weightless skeleton): random init or from weights.
+
+    The attention implementation is chosen per architecture (trainer/attention.py): SDPA for rotary models,
+    sisu's ALiBi SDPA for BLOOM, unless `model.attn_implementation` names one.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM
 
     dtype = DTYPES.get(cfg.dtype, torch.float32)
-    common = {"attn_implementation": cfg.attn_implementation}
     if cfg.init_config is not None:
         config = architecture_config(cfg, vocab_size=vocab_size)
-        with torch.device(device):
-            return AutoModelForCausalLM.from_config(config, dtype=dtype, **common)
-    assert cfg.path is not None
-    check_reachable(cfg.path)
-    path = os.path.expanduser(cfg.path)
-    if str(device) == "meta":
+        path = None
+    else:
+        assert cfg.path is not None
+        check_reachable(cfg.path)
+        path = os.path.expanduser(cfg.path)
         config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
-        with torch.device("meta"):
-            return AutoModelForCausalLM.from_config(
-                config, dtype=dtype, trust_remote_code=cfg.trust_remote_code, **common
-            )
-    return AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, trust_remote_code=cfg.trust_remote_code, **common
-    )
+    implementation, alibi_sdpa = attention.resolve_attention(config.model_type, cfg.attn_implementation)
+    common = {"attn_implementation": implementation, "trust_remote_code": cfg.trust_remote_code}
+    if path is None or str(device) == "meta":
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype, **common)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **common)
+    if config.model_type in attention.ALIBI_MODEL_TYPES:
+        attention.install(model, sdpa=alibi_sdpa)
+    return model
 
 
 def decoder_blocks(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.nn.Module]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from trainer.jobs import SFTConfig
@@ -9,7 +10,9 @@ from trainer.tasks import NEFTuneHook, SFTTask, check_packing_supported
 from trainer.trainer import Trainer, dry_run_plan, pack_length
 
 
-def make_sft_task(cfg: SFTConfig, *, tokenizer: Any, model: Any, bundle: Any, info: Any) -> SFTTask:
+def make_sft_task(
+    cfg: SFTConfig, *, tokenizer: Any, model: Any, bundle: Any, info: Any, new_token_ids: Sequence[int] = ()
+) -> SFTTask:
     alpha = cfg.train.neftune_alpha
     neftune = NEFTuneHook(model.get_input_embeddings(), alpha) if alpha else None
     if cfg.data.packing:

@@ -27,6 +27,7 @@ from data.packing import collate_packed, pack_row, plan_micro_batches
 from data.tokenize import IGNORE_INDEX, SFTExample
 from losses import neftune_noise, sequence_logps, sft_loss
 from losses.chunked import chunked_sequence_logps, chunked_sft_loss, chunked_token_logps, label_positions
+from trainer.attention import additive_mask, needs_additive_mask
 
 Batch = dict[str, torch.Tensor]
 
@@ -48,12 +49,15 @@ class Task(Protocol):
 
 
 def check_packing_supported(model: torch.nn.Module) -> None:
-    """Packing restarts position ids per document; a model without them (ALiBi: BLOOM, Poro) cannot isolate
-    packed documents."""
+    """Packed documents must restart their positions: rotary models take restarting `position_ids`; ALiBi
+    models (BLOOM, Poro) read the positions off the block-diagonal mask once sisu prepared them
+    (trainer/attention.py, done by `build_model`)."""
+    if getattr(model, "sisu_attention", None) is not None:
+        return
     if "position_ids" not in inspect.signature(model.forward).parameters:
         raise ValueError(
-            f"data.packing needs a model that takes position_ids; {type(model).__name__} does not (ALiBi "
-            "models such as BLOOM/Poro): set data.packing=false (data.group_by_length=true reduces padding)"
+            f"data.packing needs a model that takes position_ids or an ALiBi model loaded by sisu; "
+            f"{type(model).__name__} is neither: set data.packing=false (data.group_by_length=true reduces padding)"
         )
 
 
@@ -73,12 +77,14 @@ def with_label_positions(batch: Batch) -> Batch:
     return batch
 
 
-def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Forward arguments: packed batches carry restarting position ids and a block-diagonal 4D mask."""
+def model_inputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Forward arguments: packed batches carry restarting position ids and a block-diagonal 4D mask (boolean,
+    or additive for eager attention, which adds the mask to the scores)."""
     if "packed_mask" in batch:
+        mask = batch["packed_mask"]
         return {
             "input_ids": batch["input_ids"],
-            "attention_mask": batch["packed_mask"],
+            "attention_mask": additive_mask(mask) if needs_additive_mask(model) else mask,
             "position_ids": batch["position_ids"],
             "use_cache": False,
         }
@@ -103,7 +109,7 @@ def _on_final_hidden(model: torch.nn.Module, batch: Batch, fn: Any) -> Any:
 
     handle = model.get_decoder().register_forward_hook(on_decoder_output)
     try:
-        model(**model_inputs(batch), logits_to_keep=1)
+        model(**model_inputs(model, batch), logits_to_keep=1)
     finally:
         handle.remove()
     return result["out"]
@@ -116,12 +122,16 @@ def completion_logps(model: torch.nn.Module, batch: Batch, *, chunk_size: int | 
     target. Without it, the full logits come from the model as usual.
     """
     if not _head_in_forward(model, chunk_size):
-        return sequence_logps(model(**model_inputs(batch)).logits, batch["labels"])
+        return sequence_logps(model(**model_inputs(model, batch)).logits, batch["labels"])
     return _on_final_hidden(
         model,
         batch,
         lambda hidden, weight: chunked_sequence_logps(
-            hidden, weight, batch["labels"], chunk_size=chunk_size, label_positions=batch.get("label_positions")
+            hidden,
+            weight,
+            batch["labels"],
+            chunk_size=chunk_size,
+            label_positions=batch.get("label_positions"),
         ),
     )
 
@@ -133,7 +143,7 @@ def target_logps(model: torch.nn.Module, batch: Batch, *, chunk_size: int | None
     """
     positions, targets = batch["target_positions"], batch["target_ids"]
     if not _head_in_forward(model, chunk_size):
-        logits = model(**model_inputs(batch)).logits.flatten(0, 1)[positions].float()
+        logits = model(**model_inputs(model, batch)).logits.flatten(0, 1)[positions].float()
         return logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
     return _on_final_hidden(
         model,
@@ -220,7 +230,7 @@ class SFTTask:
             self.neftune.attention_mask = batch["attention_mask"]
             self.neftune.document_ids = batch.get("document_ids")
         if not _head_in_forward(model, self.chunk_size):
-            loss_sum, num_tokens = sft_loss(model(**model_inputs(batch)).logits, batch["labels"])
+            loss_sum, num_tokens = sft_loss(model(**model_inputs(model, batch)).logits, batch["labels"])
         else:
             loss_sum, num_tokens = _on_final_hidden(
                 model,

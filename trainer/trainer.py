@@ -21,6 +21,7 @@ import torch
 from data.pipeline import DataBundle, build_dataset
 from data.sampler import StepSampler
 from trainer import checkpoint as ckpt
+from trainer.attention import attention_name
 from trainer.builder import build_sharded_model
 from trainer.config import write_config
 from trainer.devices import detect_device_name, peak_flops
@@ -38,8 +39,9 @@ from trainer.distributed import (
 )
 from trainer.memory_plan import model_flops_per_token
 from trainer.metrics import MetricsLogger, Timer, current_rss_bytes, peak_memory_bytes, truncate_metrics
-from trainer.model import load_tokenizer
+from trainer.model import DTYPES, prepare_tokenizer
 from trainer.optim import build_optimizer, lr_at, set_lr
+from trainer.parallel import mixed_precision_policy
 from trainer.profiling import StepProfiler, named_range
 from trainer.tasks import Task
 
@@ -128,6 +130,30 @@ def pack_length(cfg: Any, *, kind: str) -> int | None:
     return cfg.train.max_seq_len * (2 if kind == "preference" else 1)
 
 
+def export_dtype(cfg: Any, device: torch.device) -> torch.dtype:
+    """`checkpoint.export_dtype`; auto = the compute dtype (bf16 under mixed precision, else the stored dtype)."""
+    if cfg.checkpoint.export_dtype != "auto":
+        return DTYPES[cfg.checkpoint.export_dtype]
+    policy = mixed_precision_policy(cfg.train.mixed_precision, device)
+    if policy is not None:
+        return policy.param_dtype
+    return DTYPES.get(cfg.model.dtype, torch.float32)
+
+
+def check_same_template(saved: dict[str, Any], current: dict[str, Any], *, path: Path) -> None:
+    """Refuse to resume a checkpoint trained with another chat template or other added tokens."""
+    before = saved.get("chat_template")
+    if before is None:  # a checkpoint written before sisu recorded the template
+        return
+    for key, what in (("source", "chat template"), ("added_tokens", "tokens added for the template")):
+        if before.get(key) != current.get(key):
+            raise ValueError(
+                f"{path} was trained with another {what} ({before.get('name')!r}, end of turn "
+                f"{before.get('end_of_turn')!r}) than this run resolves ({current.get('name')!r}); set "
+                "data.template (and model.tokenizer) as in that run, or resume=none to start over"
+            )
+
+
 class TrainingDiverged(RuntimeError):
     """Too many consecutive non-finite steps; the message is one line for the user."""
 
@@ -137,7 +163,8 @@ class StopRequested(Exception):
 
 
 class Trainer:
-    """Runs one training job. `make_task(tokenizer, model, bundle, info)` supplies the SFT or DPO specifics."""
+    """Runs one training job. `make_task(tokenizer, model, bundle, info, new_token_ids)` supplies the SFT or DPO
+    specifics."""
 
     def __init__(self, cfg: Any, *, make_task: Callable[..., Task], expect: str) -> None:
         self.cfg = cfg
@@ -159,7 +186,14 @@ class Trainer:
         if self.info.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             write_config(cfg, self.output_dir / "config.yaml")
-        self.tokenizer = load_tokenizer(cfg.model)
+        self.tokenizer, self.template, self.new_token_ids = prepare_tokenizer(cfg.model, cfg.data.template)
+        if self.info.is_main:
+            logger.info(
+                "chat template: %s (end of turn %r)%s",
+                self.template.name,
+                self.template.end_of_turn,
+                f"; markers added as tokens {self.new_token_ids}" if self.new_token_ids else "",
+            )
         self.bundle: DataBundle = self._load_data()
         self.sampler = StepSampler(
             self.bundle.lengths(),
@@ -183,10 +217,21 @@ class Trainer:
         for line in self.plan.lines():
             logger.info("plan: %s", line)
         self.model = build_sharded_model(
-            cfg.model, cfg.train, info=self.info, vocab_size=len(self.tokenizer), seed=cfg.seed
+            cfg.model,
+            cfg.train,
+            info=self.info,
+            vocab_size=len(self.tokenizer),
+            seed=cfg.seed,
+            new_token_ids=self.new_token_ids,
         )
+        if self.info.is_main:
+            logger.info("attention: %s", attention_name(self.model))
         self.task = self.make_task(
-            tokenizer=self.tokenizer, model=self.model, bundle=self.bundle, info=self.info
+            tokenizer=self.tokenizer,
+            model=self.model,
+            bundle=self.bundle,
+            info=self.info,
+            new_token_ids=self.new_token_ids,
         )
         self.optimizer = build_optimizer(self.model, cfg.optim, device=self.info.device)
         peak = (
@@ -230,9 +275,21 @@ class Trainer:
             path = Path(resume)
             if not path.is_dir():
                 raise ValueError(f"resume={resume}: no such checkpoint directory")
+        check_same_template(ckpt.read_trainer_state(path), self._template_state(), path=path)
         state = ckpt.load_checkpoint(path, model=self.model, optimizer=self.optimizer)
         logger.info("resumed from %s (step %d, epoch %d)", path, state["step"], state["epoch"])
         return state
+
+    def _template_state(self) -> dict[str, Any]:
+        """The chat template of the run as checkpoints record it."""
+        return {
+            "name": self.template.name,
+            "source": self.template.source,
+            "end_of_turn": self.template.end_of_turn,
+            "added_tokens": dict(
+                zip(self.tokenizer.convert_ids_to_tokens(self.new_token_ids), self.new_token_ids)
+            ),
+        }
 
     # -- signals -----------------------------------------------------------------------------------------------
 
@@ -331,6 +388,9 @@ class Trainer:
                 self.output_dir / "final",
                 tokenizer=self.tokenizer,
                 max_shard_size=cfg.checkpoint.max_shard_size,
+                dtype=export_dtype(cfg, self.info.device),
+                chat_template=self.template.source,
+                end_of_turn=self.template.end_of_turn,
             )
             if info.is_main:
                 logger.info("exported Hugging Face model to %s", out)
@@ -375,7 +435,9 @@ class Trainer:
                 grad_norm = grad_norm.full_tensor()
             # the one device-to-host transfer of the step
             values = torch.cat([totals, normaliser, grad_norm.detach().reshape(1).to(totals)]).tolist()
-            *stat_values, real_total, slot_total, row_total, stop_flags, normaliser_total, grad_norm_value = values
+            *stat_values, real_total, slot_total, row_total, stop_flags, normaliser_total, grad_norm_value = (
+                values
+            )
             totals_by_key = dict(zip(keys, stat_values))
             loss = totals_by_key["loss_sum"] / max(normaliser_total, 1.0)
             finite = math.isfinite(loss) and math.isfinite(grad_norm_value)
@@ -389,11 +451,15 @@ class Trainer:
             self.task.count_name: int(normaliser_total),
         }
         record.update(
-            self.task.step_metrics(totals_by_key, normaliser_total) if hasattr(self.task, "step_metrics") else {}
+            self.task.step_metrics(totals_by_key, normaliser_total)
+            if hasattr(self.task, "step_metrics")
+            else {}
         )
         record["real_tokens"] = real_total
         record["padding_efficiency"] = real_total / max(slot_total, 1.0)
-        record["flops_per_token"] = model_flops_per_token(self.model.config, int(slot_total / max(row_total, 1)))
+        record["flops_per_token"] = model_flops_per_token(
+            self.model.config, int(slot_total / max(row_total, 1))
+        )
         return record, finite, stop_flags > 0
 
     def _forward_backward(
@@ -429,6 +495,7 @@ class Trainer:
             "bad_steps_total": bad_steps,
             "world_size": self.info.world_size,
             "total_steps": self.plan.total_steps,
+            "chat_template": self._template_state(),
         }
         path = ckpt.save_checkpoint(
             self.output_dir / "checkpoints",
@@ -468,7 +535,7 @@ def dry_run_plan(cfg: Any, *, expect: str, world_size: int) -> list[str]:
         f"{cfg.train.global_batch_size}, gradient accumulation {cfg.train.global_batch_size // per_step}",
     ]
     try:
-        tokenizer = load_tokenizer(cfg.model)
+        tokenizer, template, new_ids = prepare_tokenizer(cfg.model, cfg.data.template)
         bundle = build_dataset(
             cfg.data, tokenizer=tokenizer, max_seq_len=cfg.train.max_seq_len, expect=expect
         )
@@ -476,6 +543,10 @@ def dry_run_plan(cfg: Any, *, expect: str, world_size: int) -> list[str]:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         lines.append(f"not reachable from here, so no data statistics or step counts: {reason}")
         return lines
+    lines.append(
+        f"chat template: {template.name} (end of turn {template.end_of_turn!r})"
+        + (f"; adds {len(new_ids)} marker token(s) to the tokenizer" if new_ids else "")
+    )
     lines += bundle.summary_lines()
     lengths = bundle.lengths()
     plan = make_plan(

@@ -150,7 +150,7 @@ def translate_chunk(
                 index.setdefault(segment, len(index))
         plans.append((item, templates))
     unique = list(index)
-    outputs = list(translate(unique)) if unique else []
+    outputs = list(translate(unique))  # also with nothing to do: sharded models translate in lockstep
     if len(outputs) != len(unique):
         raise RuntimeError(f"translator returned {len(outputs)} texts for {len(unique)} segments")
     rows = []
@@ -181,9 +181,13 @@ class ModelTranslator:
     """Segments -> translations with a causal LM: few-shot prompts, length-sorted batches, greedy decoding.
 
     Each batch gets a budget of length_factor x its longest segment's tokens + extra_new_tokens new tokens,
-    capped at max_new_tokens; generation stops at the prompt's stop marker or a line break. With
+    capped at max_new_tokens; generation stops at the prompt's stop marker, a line break, or an eos id. With
     `cache_prefix` the header and examples are encoded once (their own tokenization, then each segment's) and
     their KV cache is reused by every batch.
+
+    `lockstep` (a model sharded with FSDP2 over all ranks): every rank runs the same number of batches per call,
+    the ranks with fewer segments (or none) decoding a one-token dummy, and `generate` keeps all ranks forwarding
+    until the longest row of any rank is done (synced_gpus).
     """
 
     def __init__(
@@ -198,10 +202,13 @@ class ModelTranslator:
         extra_new_tokens: int,
         cache_prefix: bool,
         device: Any,
+        lockstep: bool = False,
     ) -> None:
-        from eval.generate import encode_prefix
+        from eval.generate import encode_prefix, stops_for
 
         self.model, self.tokenizer, self.prompt = model, tokenizer, prompt
+        self.stops = stops_for(tokenizer, model, strings=prompt.stop_strings)
+        self.lockstep = lockstep
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
         self.length_factor, self.extra_new_tokens = length_factor, extra_new_tokens
         self.device = device
@@ -217,13 +224,31 @@ class ModelTranslator:
 
     def __call__(self, segments: Sequence[str]) -> list[str]:
         from eval.generate import generate_batch
+        from trainer.distributed import reduce_values
 
         prompts = [self.encode(s) for s in segments]
         lengths = [len(self.tokenizer(s, add_special_tokens=False)["input_ids"]) for s in segments]
         order = sorted(range(len(segments)), key=lambda i: (-len(prompts[i]), i))
         outputs = [""] * len(segments)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
+        batches: list[list[int] | None] = [
+            order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)
+        ]
+        if self.lockstep:
+            count = int(reduce_values([len(batches)], op="max")[0])
+            batches += [None] * (count - len(batches))
+        for batch in batches:
+            if batch is None:  # nothing left on this rank: a dummy keeps the sharded model's collectives in step
+                generate_batch(
+                    self.model,
+                    self.tokenizer,
+                    [self.encode("")],
+                    max_new_tokens=1,
+                    stops=self.stops,
+                    synced=True,
+                    prefix=self.prefix,
+                    device=self.device,
+                )
+                continue
             longest = max(lengths[i] for i in batch)
             budget = min(self.max_new_tokens, math.ceil(self.length_factor * longest) + self.extra_new_tokens)
             texts, count = generate_batch(
@@ -231,7 +256,8 @@ class ModelTranslator:
                 self.tokenizer,
                 [prompts[i] for i in batch],
                 max_new_tokens=max(1, budget),
-                stop_strings=self.prompt.stop_strings,
+                stops=self.stops,
+                synced=self.lockstep,
                 prefix=self.prefix,
                 device=self.device,
             )
@@ -304,7 +330,7 @@ def run_chunks(
     start, new, segments = time.perf_counter(), 0, 0
     for round_index in range(-(-len(pending) // world)):
         mine = round_index * world + rank
-        rows = work(pending[mine]) if mine < len(pending) else []
+        rows = work(pending[mine] if mine < len(pending) else [])  # every rank, every round (lockstep models)
         gathered = all_gather_objects(rows)
         if rank == 0:
             new_rows = [row for part in gathered for row in part]
@@ -431,10 +457,10 @@ def build_prompt_and_cleaner(cfg: TranslateConfig) -> tuple[FewShotPrompt, Clean
 
 
 def run_translate(cfg: TranslateConfig) -> None:
-    import torch
 
+    from eval.generate import load_generation_model
     from trainer.distributed import barrier, init_distributed, seed_everything, setup_logging, teardown
-    from trainer.model import build_model, load_tokenizer
+    from trainer.model import load_tokenizer
 
     items, reports = load_items(cfg)  # fail fast on bad sources, before any process group
     prompt, cleaner = build_prompt_and_cleaner(cfg)
@@ -453,11 +479,9 @@ def run_translate(cfg: TranslateConfig) -> None:
                 logger.info("%s", report.summary())
         barrier()
         tokenizer = load_tokenizer(cfg.model)
-        torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model, vocab_size=len(tokenizer))
-        if info.device.type == "cuda" and cfg.model.dtype == "auto":
-            model = model.to(torch.bfloat16)
-        model = model.to(info.device).eval()
+        model = load_generation_model(
+            cfg.model, sharding=cfg.sharding, info=info, vocab_size=len(tokenizer), seed=cfg.seed
+        )
         translator = ModelTranslator(
             model,
             tokenizer,
@@ -468,6 +492,7 @@ def run_translate(cfg: TranslateConfig) -> None:
             extra_new_tokens=cfg.segments.extra_new_tokens,
             cache_prefix=cfg.prompt.cache_prefix,
             device=info.device,
+            lockstep=cfg.sharding == "fsdp",
         )
 
         def work(chunk: list[Item]) -> list[dict]:

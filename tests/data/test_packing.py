@@ -83,7 +83,7 @@ def test_packed_loss_and_gradients_equal_unpacked():
 
     def loss_and_grads(batch):
         model.zero_grad()
-        loss_sum, n = sft_loss(model(**model_inputs(batch)).logits, batch["labels"])
+        loss_sum, n = sft_loss(model(**model_inputs(model, batch)).logits, batch["labels"])
         loss_sum.backward()
         return float(loss_sum.detach()), int(n), [p.grad.clone() for p in model.parameters()]
 

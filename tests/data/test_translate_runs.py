@@ -128,6 +128,16 @@ def test_two_ranks_write_the_same_outputs(reference, tmp_path):
     assert _files(out) == _files(ref_out)
 
 
+def test_two_ranks_sharded_with_fsdp_write_the_same_outputs(reference, tmp_path):
+    """sharding=fsdp: the model is split over the ranks, which translate in lockstep (an idle rank in the last
+    round decodes a dummy), and write what one rank with a full model writes."""
+    ref_out, _ = reference
+    out = tmp_path / "two_ranks_fsdp"
+    proc = _translate(out, "sharding=fsdp", nproc=2)
+    assert "6 items to do in 3 chunks" in proc.stdout + proc.stderr
+    assert _files(out) == _files(ref_out)
+
+
 def test_dry_run_and_user_errors_are_one_line(reference, tmp_path, capsys):
     ref_out, _ = reference
     assert _translate_here(tmp_path / "dry", dry_run=True) == 0

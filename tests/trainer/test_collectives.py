@@ -170,7 +170,9 @@ def test_torch_without_the_fsdp2_apis_stops_with_one_line(monkeypatch):
         distributed.check_torch_version()
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith("sisu needs torch >= 2.8 (FSDP2's FSDPModule.set_force_sum_reduction_for_comms)")
+    assert message.startswith(
+        "sisu needs torch >= 2.8 (FSDP2's FSDPModule.set_force_sum_reduction_for_comms)"
+    )
     assert "torch 2.7.1" in message
 
 

@@ -73,7 +73,12 @@ def _run_one_step(tmp_path, config_cls, recipe, make_task, kind, overrides, sync
     cfg = load_config(
         config_cls,
         str(REPO / recipe),
-        [f"output_dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}", "train.max_steps=2", *overrides],
+        [
+            f"output_dir={tmp_path / 'run'}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "train.max_steps=2",
+            *overrides,
+        ],
     )
     trainer = Trainer(cfg, make_task=lambda **kw: make_task(cfg, **kw), expect=kind)
     original = trainer._forward_backward
@@ -114,7 +119,13 @@ def test_sft_micro_batch_loop_never_syncs(tmp_path, overrides, sync_recorder):
 )
 def test_dpo_micro_batch_loop_never_syncs(tmp_path, overrides, sync_recorder):
     calls = _run_one_step(
-        tmp_path, DPOConfig, "recipes/test/tiny_dpo.yaml", make_dpo_task, "preference", overrides, sync_recorder
+        tmp_path,
+        DPOConfig,
+        "recipes/test/tiny_dpo.yaml",
+        make_dpo_task,
+        "preference",
+        overrides,
+        sync_recorder,
     )
     assert calls == []
 
