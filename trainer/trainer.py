@@ -145,10 +145,10 @@ def check_same_template(saved: dict[str, Any], current: dict[str, Any], *, path:
     before = saved.get("chat_template")
     if before is None:  # a checkpoint written before sisu recorded the template
         return
-    for key, what in (("source", "chat template"), ("added_tokens", "tokens added for the template")):
+    for key, what in (("source", "chat template"), ("added_tokens", "set of tokens added for the template")):
         if before.get(key) != current.get(key):
             raise ValueError(
-                f"{path} was trained with another {what} ({before.get('name')!r}, end of turn "
+                f"{path} was trained with a different {what} ({before.get('name')!r}, end of turn "
                 f"{before.get('end_of_turn')!r}) than this run resolves ({current.get('name')!r}); set "
                 "data.template (and model.tokenizer) as in that run, or resume=none to start over"
             )

@@ -183,17 +183,3 @@ def test_filler_batches_contribute_nothing():
     )
     chosen, rejected = pair_logps(model, dpo.filler_batch(), chunk_size=4)
     assert chosen.shape == rejected.shape == (0,) and dpo.normaliser(dpo.filler_batch()) == 0
-
-
-def test_packing_refuses_a_model_without_position_ids():
-    """ALiBi models (BLOOM, the architecture of Poro) take no position ids, so packed documents cannot restart."""
-    from transformers import BloomConfig, BloomForCausalLM
-
-    from trainer.tasks import check_packing_supported
-
-    check_packing_supported(_tiny_model())
-    bloom = BloomForCausalLM(BloomConfig(vocab_size=50, hidden_size=16, n_layer=1, n_head=2))
-    with pytest.raises(
-        ValueError, match="data.packing needs a model that takes position_ids; BloomForCausalLM"
-    ):
-        check_packing_supported(bloom)

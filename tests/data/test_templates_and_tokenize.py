@@ -209,3 +209,19 @@ def test_parallel_workers_give_the_same_examples(tiny_tokenizer):
         records, tokenizer=tiny_tokenizer, template=template, settings=settings, num_workers=2
     )
     assert one == two and s1.num_truncated == s2.num_truncated > 0
+
+
+def test_end_of_turn_is_read_off_every_real_template(tiny_tokenizer, shared):
+    """The marker each of the 16 real templates writes after an assistant reply (generation stops there).
+    Three templates end a turn with the `eos_token` variable: with this tokenizer that is <|im_end|>."""
+    import json
+
+    from data.templates import end_of_turn_of
+
+    written_as_eos = {"mistral_nemo_instruct_2407", "olmo_2_1124_13b_instruct", "tulu_3_8b"}
+    files = sorted((shared / "templates").glob("*.json"))
+    assert len(files) == 16
+    for path in files:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+        expected = tiny_tokenizer.eos_token if path.stem in written_as_eos else spec["end_of_turn"]
+        assert end_of_turn_of(tiny_tokenizer, spec["chat_template"]) == expected, path.name

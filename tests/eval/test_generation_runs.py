@@ -180,3 +180,23 @@ def test_fsdp_sharded_generation_matches(tiny_model, reference_run, tmp_path):
     _eval(tiny_model, out, "generation.batch_size=4", "sharding=fsdp", nproc=2)
     for bench in ("ifeval_en", "ifeval_fi"):
         assert _responses(out, bench) == _responses(reference_run, bench)
+
+
+def test_generation_stops_at_the_end_of_turn_and_every_configured_eos(repo):
+    """A single-token end of turn becomes a stop id, a multi-token one a stop string; every eos id of the
+    model's generation config counts."""
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from eval.generate import stops_for
+
+    tokenizer = AutoTokenizer.from_pretrained(str(repo / "recipes/test/tokenizer"))
+    model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=[7, 9]))
+    stops = stops_for(tokenizer, model, end_of_turn="<|im_end|>")
+    assert stops.token_ids == (7, 9, 257) and stops.strings == ()
+    base = AutoTokenizer.from_pretrained(str(repo / "recipes/test/tokenizer_base"))
+    stops = stops_for(
+        base, SimpleNamespace(generation_config=None), end_of_turn="<|im_end|>", strings=["###"]
+    )
+    assert stops.token_ids == (257,) and stops.strings == ("###", "<|im_end|>")
