@@ -4,6 +4,7 @@ and a throughput estimate. Pure arithmetic: no model is built, nothing is downlo
 python launch/plan.py --config recipes/demo/sft.yaml --gpu cpu --gpus-per-node 2
 python launch/plan.py --config RECIPE.yaml --nodes 4 --gpus-per-node 8 --gpu mi250x      # Poro 34B on 32 GCDs
 python launch/plan.py --config RECIPE.yaml --arch poro-34b train.activation_checkpointing=true
+python launch/plan.py --config recipes/poro34b/eval_ifeval.yaml --nodes 4 --arch poro-34b     # eval, translate too
 See docs/memory.md for the formulas.
 """
 
@@ -21,7 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="launch/plan.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="SFT or DPO recipe (YAML)")
     parser.add_argument(
-        "--job", choices=["sft", "dpo"], default=None, help="default: detected from the recipe"
+        "--job",
+        choices=["sft", "dpo", "eval", "translate"],
+        default=None,
+        help="default: detected from the recipe",
     )
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--gpus-per-node", type=int, default=8, help="ranks per node (GCDs on MI250X)")
@@ -47,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         "--count-data", action="store_true", help="tokenize the recipe's data for steps and time per epoch"
     )
     parser.add_argument("--max-micro-batch", type=int, default=256)
+    parser.add_argument(
+        "--prompt-tokens",
+        type=int,
+        default=None,
+        help="eval/translate: the longest prompt in tokens (default: 1024 for eval, estimated for translate)",
+    )
     parser.add_argument("overrides", nargs="*", help="key.path=value overrides, as for launch/sft.py")
     args = parser.parse_args(argv)
     request = PlanRequest(
@@ -67,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         measure_runtime=args.measure_runtime,
         count_data=args.count_data,
         max_micro_batch=args.max_micro_batch,
+        prompt_tokens=args.prompt_tokens,
     )
     try:
         result = make_plan(request)

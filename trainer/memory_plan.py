@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -125,8 +126,15 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
 
 # Model types whose decoder block is a Llama block (RMSNorm, rotary, gated SiLU MLP, optional GQA).
 LLAMA_LIKE = {"llama", "mistral", "qwen2"}
-# Model types without an SDPA implementation in transformers (attention is eager: scores are materialised).
-EAGER_ONLY = {"bloom"}
+
+
+def effective_attention(model_type: str, requested: str) -> str:
+    """The attention a run uses (trainer/attention.py): alibi_sdpa for BLOOM by default, sdpa for rotary models,
+    or what `model.attn_implementation` names."""
+    from trainer.attention import ALIBI_SDPA, resolve_attention
+
+    implementation, alibi_sdpa = resolve_attention(model_type, requested)
+    return ALIBI_SDPA if alibi_sdpa else implementation
 
 
 class PlanError(ValueError):
@@ -210,14 +218,19 @@ class Architecture:
             in bf16, its cast (c·a·s);
           - gated MLP: gate and up outputs, SiLU output and the product (4·c·I);
           - two fp32 rsqrt statistics (8 bytes).
-        BLOOM block (eager only: ALiBi): each LayerNorm keeps input and output (2c·h) and two statistics (2c);
-          q, k, v and the merged context (4c·h); fp32 softmax 4·a·s plus its cast c·a·s in bf16; GELU MLP keeps
-          its input and output (2c·I).
-        Per sequence, the attention-score terms are the 4·a·s² (+ c·a·s²) of the usual eager estimate.
+        BLOOM block: each LayerNorm keeps input and output (2c·h) and two statistics (2c); GELU MLP keeps its
+          input and output (2c·I); attention
+          - sisu's ALiBi SDPA (`alibi_sdpa`, the default): the fused qkv output (3c·h), the SDPA output (c·h; the
+            kernel lays it out so that the dense layer's input is a view of it), the fp32 log-sum-exp (4a); the
+            additive bias is one tensor shared by all layers (`shared_activation_bytes`);
+          - eager: q, k, v and the merged context (4c·h); fp32 softmax 4·a·s plus its cast c·a·s in bf16.
+        Per sequence, the eager attention-score terms are the 4·a·s² (+ c·a·s²) of the usual eager estimate.
         """
         c, h, a, d, s, I = compute_bytes, self.hidden, self.heads, self.head_dim, seq_len, self.intermediate  # noqa: E741
         cast = c * a * s if c < 4 else 0
         if self.family == "bloom":
+            if attn_implementation == "alibi_sdpa":
+                return 4 * c * h + 4 * c + 4 * c * h + 4 * a + 2 * c * I
             return 4 * c * h + 4 * c + 4 * c * h + 4 * a * s + cast + 2 * c * I
         norms = 2 * (4 * h + 2 * c * h)
         q = a * d
@@ -227,6 +240,13 @@ class Architecture:
             kv = q if (masked and self.kv_heads < self.heads) else self.kv_heads * d
             attention = c * (2 * q + 2 * kv) + 4 * a + (c * s if masked else 0)
         return norms + attention + 4 * c * I + 8
+
+    def shared_activation_bytes(self, *, compute_bytes: int, seq_len: int, attn_implementation: str) -> float:
+        """Bytes per token kept once for all layers: sisu's ALiBi SDPA bias [B, a, s, s] in the compute dtype (the
+        key dimension allocated in multiples of 16), c·a·ceil16(s); nothing for other attentions."""
+        if self.family != "bloom" or attn_implementation != "alibi_sdpa":
+            return 0.0
+        return compute_bytes * self.heads * (-(-seq_len // 16) * 16)
 
     def head_activation_bytes(self, *, compute_bytes: int) -> float:
         """Bytes per token kept outside the blocks: the token ids (8), the final norm (Llama: 4h + 2c·h + 4;
@@ -391,7 +411,7 @@ class RunSettings:
     mixed_precision: str = "auto"  # auto | bf16 | fp32 (train.mixed_precision)
     model_dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (model.dtype)
     activation_checkpointing: bool = False
-    attn_implementation: str = "sdpa"
+    attn_implementation: str = "auto"  # model.attn_implementation (see effective_attention)
     loss_chunk_size: int | None = None
     grad_accum: int = 1
     reference: str | None = None  # None (SFT) | live | precompute
@@ -445,7 +465,7 @@ def reduce_scatter_bytes(numel: int, *, grad_bytes: int, world_size: int) -> int
 class MemoryPlan:
     """Per-device bytes of each component and of each moment of a step (see the module docstring)."""
 
-    settings: RunSettings
+    settings: RunSettings | GenerationSettings
     components: dict[str, float]
     moments: dict[str, float]
     runtime: float  # CPU: the process's runtime baseline (counted in RSS); GPU: 0 (reserved separately)
@@ -497,14 +517,16 @@ def plan_memory(
     block_reduce = reduce_scatter_bytes(x_block, grad_bytes=c, world_size=W)
 
     # activations
+    attention = effective_attention(arch.model_type, s.attn_implementation)
     per_layer = arch.layer_activation_bytes(
-        compute_bytes=c,
-        seq_len=s.seq_len,
-        attn_implementation="eager" if arch.model_type in EAGER_ONLY else s.attn_implementation,
-        masked=s.masked,
+        compute_bytes=c, seq_len=s.seq_len, attn_implementation=attention, masked=s.masked
     )
     layer = per_layer * T
-    head = arch.head_activation_bytes(compute_bytes=c) * T
+    # outside the layers: the head, and what all layers share (the ALiBi bias), kept from forward to backward
+    head = (
+        arch.head_activation_bytes(compute_bytes=c)
+        + arch.shared_activation_bytes(compute_bytes=c, seq_len=s.seq_len, attn_implementation=attention)
+    ) * T
     inputs_only = arch.layers * c * arch.hidden * T + head  # what checkpointing keeps through the forward
     activations_full = arch.layers * layer + head
     activations_ckpt = inputs_only + layer  # + the block being recomputed in backward
@@ -610,6 +632,90 @@ def memory_budget(device_gib: float, *, margin: float, overhead_gib: float) -> f
     """Usable bytes: device memory x (1 - margin) - framework overhead (CUDA/HIP context, NCCL/RCCL buffers,
     allocator fragmentation — none of which max_memory_allocated counts)."""
     return device_gib * GiB * (1.0 - margin) - overhead_gib * GiB
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Generation (eval, translate)
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationSettings:
+    """What the memory of a generation job (launch/eval.py, launch/translate.py) depends on."""
+
+    world_size: int = 1
+    device: str = "cpu"
+    sharding: str = "replicate"  # replicate | fsdp
+    batch_size: int = 8
+    prompt_tokens: int = 1024  # the longest prompt's own tokens (batches are sorted longest first)
+    new_tokens: int = 1280  # generation.max_new_tokens
+    prefix_tokens: int = 0  # translation: the cached few-shot prefix, copied into every batch's cache
+    model_dtype: str = "auto"
+    attn_implementation: str = "auto"
+
+    @property
+    def on_cpu(self) -> bool:
+        return self.device == "cpu"
+
+    @property
+    def compute_bytes(self) -> int:
+        """bf16 on GPU (replicated models are cast, sharded ones compute in bf16), else the stored dtype."""
+        if self.model_dtype in ("bfloat16", "float16") or (not self.on_cpu and self.model_dtype == "auto"):
+            return 2
+        return 4
+
+    @property
+    def context(self) -> int:
+        return self.prefix_tokens + self.prompt_tokens + self.new_tokens
+
+
+def plan_generation(
+    arch: Architecture, s: GenerationSettings, *, runtime_bytes: float | None = None
+) -> MemoryPlan:
+    """Per-device memory of batched generation with the KV cache (eval/generate.py).
+
+    weights: a full copy in the compute dtype (`replicate`), or the fp32 masters sharded over W ranks plus the
+    gathered root and two blocks in the compute dtype (`fsdp`, all ranks in lockstep); KV cache: batch x (prefix +
+    prompt + new tokens) x L x 2 (keys, values) x kv heads x head dim x c, at its largest at the last token;
+    prefill: the longest batch's forward without gradients, one layer at a time: its hidden states and MLP
+    (c·(5h + I) per token), its attention scores (eager: fp32 and compute-dtype copies, (4 + c)·a·q·kv;
+    sisu's ALiBi SDPA: the bias, c·a·q·kv; rotary SDPA: none), a second copy of one layer's cache while the cache
+    grows, and the last position's logits (fp32, twice).
+    """
+    if s.world_size < 1 or s.batch_size < 1:
+        raise PlanError("world size and batch size must be >= 1")
+    c, W, B = s.compute_bytes, s.world_size, s.batch_size
+    n = arch.total_params()
+    param_bytes = 2 if s.model_dtype in ("bfloat16", "float16") else 4
+    if s.sharding == "fsdp":
+        weights = param_bytes * n / W
+        gathered = c * (arch.root_params() + 2 * arch.block_params())
+    else:
+        weights, gathered = c * n, 0.0
+    kv_per_token = arch.layers * 2 * arch.kv_heads * arch.head_dim * c
+    kv_cache = B * s.context * kv_per_token
+    query, keys = s.prompt_tokens, s.prefix_tokens + s.prompt_tokens
+    attention = effective_attention(arch.model_type, s.attn_implementation)
+    if attention == "eager":
+        scores = (4 + c) * arch.heads * query * keys * B
+    elif attention == "alibi_sdpa":
+        scores = c * arch.heads * query * (-(-keys // 16) * 16) * B
+    else:
+        scores = 0.0
+    hidden = c * (5 * arch.hidden + arch.intermediate) * B * query
+    cache_growth = kv_cache / arch.layers
+    logits = 2 * 4 * arch.vocab * B
+    prefill = hidden + scores + cache_growth + logits
+    components = {
+        "weights" + (" (sharded masters)" if s.sharding == "fsdp" else " (full copy)"): weights,
+        "weights (gathered: root + 2 blocks)": gathered,
+        "KV cache (at the last token)": kv_cache,
+        "prefill and decoding transients": prefill,
+    }
+    moments = {"last token": weights + gathered + kv_cache + prefill}
+    if runtime_bytes is None:
+        runtime_bytes = CPU_RUNTIME_GIB * GiB if s.on_cpu else 0.0
+    return MemoryPlan(settings=s, components=components, moments=moments, runtime=runtime_bytes)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -775,7 +881,12 @@ def format_gib(value: float) -> str:
 
 
 def detect_job(raw: Mapping[str, Any]) -> str:
-    """dpo when the recipe has a reference/dpo section or preference-format sources, else sft."""
+    """eval (benchmarks), translate (top-level sources and target_lang), dpo (a reference/dpo section or
+    preference-format sources), else sft."""
+    if "benchmarks" in raw:
+        return "eval"
+    if "target_lang" in raw or "sources" in raw:
+        return "translate"
     if "reference" in raw or "dpo" in raw:
         return "dpo"
     sources = (raw.get("data") or {}).get("sources") or []
@@ -790,7 +901,7 @@ class PlanRequest:
 
     config: str
     overrides: list[str] = dataclasses.field(default_factory=list)
-    job: str | None = None  # sft | dpo | None (detect)
+    job: str | None = None  # sft | dpo | eval | translate | None (detect)
     nodes: int = 1
     gpus_per_node: int = 8
     gpu: str = "mi250x"
@@ -805,13 +916,14 @@ class PlanRequest:
     measure_runtime: bool = False
     count_data: bool = False
     max_micro_batch: int = 256
+    prompt_tokens: int | None = None  # eval/translate: the longest prompt; None: an estimate from the recipe
 
 
 @dataclasses.dataclass
 class PlanResult:
     lines: list[str]
     arch: Architecture
-    settings: RunSettings
+    settings: RunSettings | GenerationSettings
     plan: MemoryPlan  # at the recipe's settings
     plan_other: MemoryPlan  # the same with activation checkpointing toggled
     largest: dict[bool, int]  # activation checkpointing -> largest micro batch that fits
@@ -832,15 +944,12 @@ def make_plan(req: PlanRequest) -> PlanResult:
         raise PlanError(f"--margin must be in [0, 1), got {req.margin}")
     raw = read_yaml(req.config)
     job = req.job or detect_job(raw)
-    if job not in ("sft", "dpo"):
-        raise PlanError(f"--job must be sft or dpo, got {job!r}")
+    if job not in ("sft", "dpo", "eval", "translate"):
+        raise PlanError(f"--job must be sft, dpo, eval or translate, got {job!r}")
+    device = _device(req)
+    if job in ("eval", "translate"):
+        return _make_generation_plan(req, job, device)
     cfg = load_config(DPOConfig if job == "dpo" else SFTConfig, req.config, req.overrides)
-    try:
-        device = devices.lookup(req.gpu)
-    except ValueError:
-        if req.gpu_memory_gib is None or req.peak_tflops is None:
-            raise
-        device = devices.Device(req.gpu, req.gpu_memory_gib, req.peak_tflops, "given on the command line")
     world = req.nodes * req.gpus_per_node
     arch, source = resolve_architecture(cfg.model, arch=req.arch)
     settings = settings_from_config(cfg, job=job, world_size=world, device=device.name)
@@ -852,14 +961,7 @@ def make_plan(req: PlanRequest) -> PlanResult:
         ref_arch, _ = resolve_architecture(ref_model, arch=req.reference_arch or req.arch)
 
     on_cpu = device.name == "cpu"
-    if req.gpu_memory_gib is not None:
-        memory_gib = req.gpu_memory_gib
-    elif on_cpu:
-        memory_gib = devices.host_memory_gib() / req.gpus_per_node
-    else:
-        memory_gib = float(device.memory_gib or 0.0)
-    overhead = req.overhead_gib if req.overhead_gib is not None else (0.0 if on_cpu else 2.0)
-    budget = memory_budget(memory_gib, margin=req.margin, overhead_gib=overhead)
+    memory_gib, overhead, budget = _budget(req, device)
     runtime = None
     if on_cpu:
         if req.measure_runtime:
@@ -931,6 +1033,124 @@ def make_plan(req: PlanRequest) -> PlanResult:
     return PlanResult(lines, arch, settings, plan, plan_other, largest, budget, throughput)
 
 
+def _device(req: PlanRequest) -> Any:
+    try:
+        return devices.lookup(req.gpu)
+    except ValueError:
+        if req.gpu_memory_gib is None or req.peak_tflops is None:
+            raise
+        return devices.Device(req.gpu, req.gpu_memory_gib, req.peak_tflops, "given on the command line")
+
+
+def _budget(req: PlanRequest, device: Any) -> tuple[float, float, float]:
+    """(device memory GiB, framework overhead GiB, usable bytes)."""
+    on_cpu = device.name == "cpu"
+    if req.gpu_memory_gib is not None:
+        memory_gib = req.gpu_memory_gib
+    elif on_cpu:
+        memory_gib = devices.host_memory_gib() / req.gpus_per_node
+    else:
+        memory_gib = float(device.memory_gib or 0.0)
+    overhead = req.overhead_gib if req.overhead_gib is not None else (0.0 if on_cpu else 2.0)
+    return memory_gib, overhead, memory_budget(memory_gib, margin=req.margin, overhead_gib=overhead)
+
+
+# Characters per token assumed for prompt lengths the planner cannot tokenize (conservative for English and
+# Finnish with a 50k-130k BPE vocabulary, which average 3-4.5).
+CHARS_PER_TOKEN = 2.5
+
+
+def generation_settings_from_config(
+    cfg: Any, *, job: str, world_size: int, device: str, prompt_tokens: int | None = None
+) -> GenerationSettings:
+    """GenerationSettings of an EvalConfig or TranslateConfig. Prompt lengths, unless given: eval 1,024 tokens
+    (IFEval's longest prompts are far shorter); translate, the few-shot prefix and the longest segment
+    (`segments.max_chars`) at CHARS_PER_TOKEN, and as new tokens the segment budget (length_factor x the
+    segment + extra_new_tokens, at most max_new_tokens)."""
+    prefix = 0
+    new = cfg.generation.max_new_tokens
+    if job == "translate":
+        from data.translate.prompt import FewShotPrompt
+
+        prompt = FewShotPrompt.from_config(
+            cfg.prompt, source_lang=cfg.source_lang, target_lang=cfg.target_lang
+        )
+        segment = math.ceil(cfg.segments.max_chars / CHARS_PER_TOKEN)
+        prefix = math.ceil(len(prompt.prefix) / CHARS_PER_TOKEN) if cfg.prompt.cache_prefix else 0
+        own = segment + math.ceil(len(prompt.suffix("")) / CHARS_PER_TOKEN)
+        if not cfg.prompt.cache_prefix:
+            own += math.ceil(len(prompt.prefix) / CHARS_PER_TOKEN)
+        new = min(new, math.ceil(cfg.segments.length_factor * segment) + cfg.segments.extra_new_tokens)
+        default_prompt = own
+    else:
+        default_prompt = 1024
+    return GenerationSettings(
+        world_size=world_size,
+        device=device,
+        sharding=cfg.sharding,
+        batch_size=cfg.generation.batch_size,
+        prompt_tokens=prompt_tokens or default_prompt,
+        new_tokens=new,
+        prefix_tokens=prefix,
+        model_dtype=cfg.model.dtype,
+        attn_implementation=cfg.model.attn_implementation,
+    )
+
+
+def _make_generation_plan(req: PlanRequest, job: str, device: Any) -> PlanResult:
+    from trainer.config import load_config
+    from trainer.jobs import EvalConfig, TranslateConfig
+
+    cfg = load_config(EvalConfig if job == "eval" else TranslateConfig, req.config, req.overrides)
+    world = req.nodes * req.gpus_per_node
+    arch, source = resolve_architecture(cfg.model, arch=req.arch)
+    settings = generation_settings_from_config(
+        cfg, job=job, world_size=world, device=device.name, prompt_tokens=req.prompt_tokens
+    )
+    memory_gib, overhead, budget = _budget(req, device)
+    runtime = (
+        (req.runtime_gib if req.runtime_gib is not None else CPU_RUNTIME_GIB) * GiB
+        if device.name == "cpu"
+        else None
+    )
+    plan = plan_generation(arch, settings, runtime_bytes=runtime)
+    s = settings
+    lines = [
+        f"plan: {req.config} ({job}), {world} ranks = {req.nodes} node(s) x {req.gpus_per_node} {device.name}",
+        f"model: {arch.model_type} from {source}: {arch.total_params() / 1e9:.3f}B parameters, {arch.layers} "
+        f"layers, hidden {arch.hidden}, heads {arch.heads} (kv {arch.kv_heads}), vocab {arch.vocab}",
+        f"run: sharding {s.sharding}, batch {s.batch_size}, prompt {s.prompt_tokens} tokens"
+        + (f" after a cached prefix of {s.prefix_tokens}" if s.prefix_tokens else "")
+        + f", up to {s.new_tokens} new tokens; {'bf16' if s.compute_bytes == 2 else 'fp32'} compute; attention "
+        f"{effective_attention(arch.model_type, s.attn_implementation)}",
+        f"device: {device.name}, {memory_gib:.1f} GiB; budget {budget / GiB:.1f} GiB ({req.margin:.0%} margin, "
+        f"{overhead:.1f} GiB framework overhead)",
+        f"per-device memory at batch {s.batch_size} ({'RSS of one process' if s.on_cpu else 'allocated'}):",
+    ]
+    for name, value in plan.components.items():
+        lines.append(f"  {name:<48s}{format_gib(value)}")
+    if s.on_cpu:
+        lines.append(f"  {'runtime (python, torch, transformers)':<48s}{format_gib(plan.runtime)}")
+    mark = "fits" if plan.peak <= budget else "does NOT fit"
+    lines.append(f"  {'peak (recipe)':<48s}{format_gib(plan.peak)}  at the {plan.peak_moment}; {mark}")
+    if plan.peak > budget and s.sharding == "replicate":
+        sharded = plan_generation(arch, dataclasses.replace(s, sharding="fsdp"), runtime_bytes=runtime)
+        lines.append(
+            f"  {'peak with sharding: fsdp':<48s}{format_gib(sharded.peak)}; "
+            f"{'fits' if sharded.peak <= budget else 'does NOT fit'}"
+        )
+    largest = 0
+    for batch in range(1, req.max_micro_batch + 1):
+        if (
+            plan_generation(arch, dataclasses.replace(s, batch_size=batch), runtime_bytes=runtime).peak
+            > budget
+        ):
+            break
+        largest = batch
+    lines.append(f"largest batch that fits (1..{req.max_micro_batch}): {largest}")
+    return PlanResult(lines, arch, settings, plan, plan, {False: largest, True: largest}, budget, None)
+
+
 def _count_data(cfg: Any, job: str) -> tuple[int | None, float | None, str]:
     """(examples, mean tokens per row, note) from the recipe's data via the data pipeline (tokenizer needed)."""
     from data.pipeline import build_dataset
@@ -977,16 +1197,7 @@ def _format(**k: Any) -> list[str]:
     if k["ref_arch"] is not None:
         ref = k["ref_arch"]
         lines.append(f"reference: {ref.model_type}, {ref.total_params() / 1e9:.3f}B parameters")
-    attn = (
-        "eager (the only implementation transformers has)"
-        if arch.model_type in EAGER_ONLY
-        else s.attn_implementation
-    )
-    if arch.model_type in EAGER_ONLY and s.attn_implementation != "eager":
-        lines.append(
-            f"warning: transformers has no {s.attn_implementation} attention for {arch.model_type}: set "
-            "model.attn_implementation: eager in the recipe (planned as eager)"
-        )
+    attn = effective_attention(arch.model_type, s.attn_implementation)
     precision = "fp32" if s.compute_bytes == 4 else "bf16"
     master = "fp32" if s.param_bytes == 4 else "bf16"
     per_step = s.micro_batch * s.world_size

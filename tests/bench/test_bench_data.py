@@ -103,3 +103,30 @@ def test_gpu_mfu_smoke_runs_the_trainer_and_reports(tmp_path):
     assert len(line["step_seconds"]) == 2 and line["settings"]["examples_per_step"] % 2 == 0
     assert 0.5 < line["padding_efficiency_median"] <= 1.0
     assert line["tokens_per_second_per_device"] > 0
+
+
+def test_gpu_check_smoke_runs_every_job_and_prints_one_line(tmp_path):
+    """bench/gpu_check.py --smoke: the jobs of the GPU check (BLOOM and Llama SFT, DPO, eval; two ranks for SFT,
+    precomputed DPO and sharded eval) with tiny models on the CPU, and the one JSON line it prints."""
+    import json
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "bench/gpu_check.py", "--smoke", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert result["ok"] is True and result["failures"] == [] and result["device"]["name"] == "cpu"
+    assert set(result["jobs"]) == {
+        "bloom_sft", "llama_sft", "bloom_dpo_live", "llama_dpo_live", "bloom_eval", "llama_eval",
+        "bloom_sft_2ranks", "llama_dpo_precompute_2ranks", "bloom_eval_2ranks",
+    }  # fmt: skip
+    assert result["jobs"]["bloom_sft_2ranks"]["max_rel_loss_diff_vs_1_rank"] <= 1e-5
+    assert all(abs(result["jobs"][j]["first_loss_minus_ln2"]) < 1e-6 for j in result["jobs"] if "dpo" in j)
+    assert json.loads((tmp_path / "gpu_check.json").read_text()) == result
