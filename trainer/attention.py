@@ -100,6 +100,8 @@ def install(model: torch.nn.Module, *, sdpa: bool) -> None:
             if type(module) is BloomAttention:
                 module.__class__ = AlibiSDPAAttention
                 module.bias_cache = shared
+        # without gradients (eval, generation, the DPO reference) nothing needs the bias after the forward
+        model.register_forward_hook(lambda *_: None if torch.is_grad_enabled() else shared.clear())
     model.sisu_attention = ALIBI_SDPA if sdpa else "eager"
 
 
@@ -108,6 +110,9 @@ class _BiasCache:
     activation-checkpointing recompute in backward) reuses one tensor instead of building its own."""
 
     def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
         self.alibi: weakref.ref | None = None
         self.mask: weakref.ref | None = None
         self.bias: torch.Tensor | None = None

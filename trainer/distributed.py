@@ -231,9 +231,8 @@ def reduce_values(values: Sequence[float | int | torch.Tensor], *, op: str = "su
 def stack_values(values: Sequence[float | int | torch.Tensor]) -> torch.Tensor:
     """[len(values)] float64 on the collective device, from numbers and 0-dim tensors of any device and dtype."""
     device = collective_device()
-    numbers = [float(v) if not isinstance(v, torch.Tensor) else None for v in values]
-    if all(n is not None for n in numbers):
-        return torch.tensor(numbers, dtype=torch.float64, device=device)
+    if not any(isinstance(v, torch.Tensor) for v in values):
+        return torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
     parts = [
         v.detach().reshape(()).to(device, torch.float64)
         if isinstance(v, torch.Tensor)

@@ -178,3 +178,17 @@ def test_packing_needs_restartable_positions():
         ValueError, match="data.packing needs a model that takes position_ids or an ALiBi model"
     ):
         check_packing_supported(raw)
+
+
+def test_bias_is_kept_for_the_backward_and_released_without_gradients():
+    """Training keeps the bias until the next forward (activation checkpointing recomputes the layers in the
+    backward and reuses it); eval, generation and the DPO reference drop it when their forward ends."""
+    model = _model(BLOOM)
+    cache = model.transformer.h[0].self_attention.bias_cache
+    assert all(block.self_attention.bias_cache is cache for block in model.transformer.h)
+    batch = collate_packed(pack_examples(_examples(), max_len=12), pad_id=0)
+    model(**model_inputs(model, batch))
+    assert cache.bias is not None
+    with torch.no_grad():
+        model(**model_inputs(model, batch))
+    assert cache.bias is None
