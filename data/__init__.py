@@ -1,0 +1,8 @@
+"""The data layer: rows -> records -> tokenized examples -> batches. Knows nothing of the trainer or eval.
+
+`config.py` the data settings (and `option`, the documented dataclass field every config uses); `sources/` and
+`io.py` read hub datasets and local files into validated records (`records.py`), every skip counted; `mix.py`
+nested en/fi mixes; `templates.py` chat rendering with the spans of the trained text; `tokenize.py` records ->
+examples (cached); `sampler.py` the resumable step sampler; `collate.py` and `packing.py` examples -> tensors;
+`pipeline.py` the path the trainer and inspect_data share; `translate/` the pure parts of translation.
+"""

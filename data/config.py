@@ -6,43 +6,50 @@ Plain dataclasses; `trainer.config` loads them from YAML. Every field documents 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 SourceFormat = Literal["messages", "oasst_tree", "helpsteer2", "preference"]
 
 
-def _opt(default=dataclasses.MISSING, *, help: str, factory=dataclasses.MISSING):  # noqa: A002
+def option(default: Any = dataclasses.MISSING, *, help: str, factory: Any = dataclasses.MISSING) -> Any:  # noqa: A002
+    """A dataclass field with its documentation in `metadata["help"]` (docs/config.md is generated from it).
+    Use `factory` for mutable defaults; no default makes the field required. Every config of sisu uses it."""
+    metadata = {"help": help}
     if factory is not dataclasses.MISSING:
-        return dataclasses.field(default_factory=factory, metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass
 class SourceConfig:
     """One data source: a Hugging Face dataset id or a local .jsonl/.json/.parquet file."""
 
-    path: str = _opt(help="Hub dataset id (e.g. sablo/oasst2_curated) or local .jsonl/.json/.parquet path.")
-    format: SourceFormat = _opt(
+    path: str = option(help="Hub dataset id (e.g. sablo/oasst2_curated) or local .jsonl/.json/.parquet path.")
+    format: SourceFormat = option(
         "messages", help="Row schema: messages | oasst_tree | helpsteer2 | preference."
     )
-    lang: str | None = _opt(
+    lang: str | None = option(
         None, help="Language code of the records (en, fi, ...). null: take the row's `lang` field, else 'en'."
     )
-    fraction: float = _opt(
+    fraction: float = option(
         1.0,
         help="Share of the source's records to use (0..1]. Subsets are deterministic for data.seed and nested: "
         "the 10% subset is contained in the 20% subset.",
     )
-    split: str = _opt("train", help="Dataset split (hub datasets; ignored for local files).")
-    name: str | None = _opt(
+    split: str = option("train", help="Dataset split (hub datasets; ignored for local files).")
+    name: str | None = option(
         None, help="Dataset config name for hub datasets (e.g. `fi` for LumiOpen/ifeval_mt)."
     )
-    min_margin: float = _opt(
+    min_margin: float = option(
         1.0,
         help="helpsteer2 only: minimum helpfulness difference between chosen and rejected; smaller gaps "
         "(including ties) are dropped and counted.",
     )
-    max_records: int | None = _opt(None, help="Read at most this many records (after filtering); null = all.")
+    max_records: int | None = option(
+        None, help="Read at most this many records (after filtering); null = all."
+    )
 
     def check(self) -> None:
         if not 0.0 < self.fraction <= 1.0:
@@ -57,50 +64,50 @@ class SourceConfig:
 class DataConfig:
     """Sources, chat rendering, truncation and batching of the training data."""
 
-    sources: list[SourceConfig] = _opt(
+    sources: list[SourceConfig] = option(
         help="List of sources, each {path, format, lang, fraction, split, ...}. en-fi-Xpct = all English "
         "sources plus Finnish sources at fraction X/100.",
         factory=list,
     )
-    template: str = _opt(
+    template: str = option(
         "auto",
         help="Chat template: auto (the tokenizer's own template, else chatml) | tokenizer | chatml.",
     )
-    prompt_masking: bool = _opt(
+    prompt_masking: bool = option(
         False,
         help="Train only on assistant turns (each turn including its end token). Default false: loss on prompt "
         "and completion, as in the paper.",
     )
-    truncation: Literal["truncate", "drop"] = _opt(
+    truncation: Literal["truncate", "drop"] = option(
         "truncate", help="SFT samples longer than train.max_seq_len: truncate (from the right) or drop."
     )
-    max_prompt_length: int = _opt(
+    max_prompt_length: int = option(
         512, help="Preference data: the prompt is cut from the left (oldest turns first) to this many tokens."
     )
-    on_invalid: Literal["error", "skip"] = _opt(
+    on_invalid: Literal["error", "skip"] = option(
         "error",
         help="Invalid records: error (stop with file, line and reason) or skip (count and report by reason).",
     )
-    seed: int = _opt(
+    seed: int = option(
         0, help="Seed of the subset selection for `fraction` (keeps mixes nested and comparable)."
     )
-    shuffle: bool = _opt(
+    shuffle: bool = option(
         True, help="Shuffle the training order each epoch (deterministic for seed and epoch)."
     )
-    group_by_length: bool = _opt(
+    group_by_length: bool = option(
         False, help="Group micro-batches by similar length to reduce padding (when packing is off)."
     )
-    packing: bool = _opt(
+    packing: bool = option(
         False,
         help="Pack the examples of each optimizer step into rows (SFT: train.max_seq_len tokens; DPO: twice "
         "that, one prompt shared by both completions) with attention isolated per document. Same examples per "
         "step and the same loss as unpacked, less padding.",
     )
-    cache_dir: str | None = _opt(
+    cache_dir: str | None = option(
         None,
         help="Directory for the tokenized-data cache; null = OUTPUT_DIR/../.cache/sisu-data or ~/.cache.",
     )
-    num_workers: int = _opt(1, help="Parallel worker processes for tokenization.")
+    num_workers: int = option(1, help="Parallel worker processes for tokenization.")
 
     def check(self) -> None:
         if self.max_prompt_length < 1:

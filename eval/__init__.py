@@ -1,1 +1,7 @@
-"""Evaluation code for sisu: benchmarks that score generated responses."""
+"""Jobs that generate with a model, on one generation engine, and the scorers of what they generate.
+
+`generate.py` the engine (batched, resumable, across ranks or under FSDP2 in lockstep); `config.py` and
+`runner.py` IFEval runs (launch/eval.py); `translation/` translation with the model itself (launch/translate.py);
+`language.py` and `report.py` the response-language rate, tables and charts; `ifeval/` our own IFEval scorer,
+pure Python (no torch).
+"""

@@ -12,13 +12,13 @@ import logging
 from pathlib import Path
 
 from data.templates import ChatTemplate
+from eval.config import BenchmarkConfig, EvalConfig
 from eval.generate import GenerationItem, generate_all, load_generation_model, stops_for
 from eval.ifeval import Prompt, format_table, load_hub_prompts, load_prompts, score, write_outputs
 from eval.language import response_language_rate
 from eval.report import RunScores, category_accuracies, plot_categories
 from trainer.config import atomic_write_text, write_config
 from trainer.distributed import init_distributed, seed_everything, setup_logging, teardown
-from trainer.jobs import BenchmarkConfig, EvalConfig
 from trainer.model import load_tokenizer
 
 logger = logging.getLogger("sisu")

@@ -12,9 +12,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from eval.config import EvalConfig  # noqa: E402
 from eval.runner import load_benchmark, run_eval  # noqa: E402
 from trainer.cli import run_job  # noqa: E402
-from trainer.jobs import EvalConfig  # noqa: E402
 
 
 def dry_run(cfg: EvalConfig, world_size: int) -> list[str]:

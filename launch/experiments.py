@@ -44,8 +44,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import yaml  # noqa: E402
 
+from launch.jobs import JOBS  # noqa: E402
 from trainer.config import load_config  # noqa: E402
-from trainer.jobs import JOBS  # noqa: E402
 
 LAUNCH = Path(__file__).resolve().parent
 RUN_KEYS = {"name", "job", "config", "overrides", "nproc", "after"}

@@ -14,8 +14,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from planner.architectures import ARCHITECTURES  # noqa: E402
+from planner.report import PlanRequest, make_plan  # noqa: E402
 from trainer.devices import DEVICES  # noqa: E402
-from trainer.memory_plan import ARCHITECTURES, PlanRequest, make_plan  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

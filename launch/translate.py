@@ -12,9 +12,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data.translate.run import dry_run, run_translate  # noqa: E402
+from eval.translation.config import TranslateConfig  # noqa: E402
+from eval.translation.job import dry_run, run_translate  # noqa: E402
 from trainer.cli import run_job  # noqa: E402
-from trainer.jobs import TranslateConfig  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ flex_attention), passed through.
 
 from __future__ import annotations
 
+import inspect
 import math
 import weakref
 from typing import Any
@@ -212,3 +213,16 @@ class PackedAlibiBloomModel(BloomModel):
         slopes = alibi_slopes(num_heads, device=attention_mask.device)
         alibi = slopes[None, :, None] * positions[:, None, :].to(torch.float32)
         return alibi.reshape(-1, 1, positions.shape[-1]).to(dtype)
+
+
+def check_packing_supported(model: torch.nn.Module) -> None:
+    """Packed documents must restart their positions: rotary models take restarting `position_ids`; ALiBi
+    models (BLOOM, Poro) read the positions off the block-diagonal mask once sisu prepared them
+    (trainer/attention.py, done by `build_model`)."""
+    if getattr(model, "sisu_attention", None) is not None:
+        return
+    if "position_ids" not in inspect.signature(model.forward).parameters:
+        raise ValueError(
+            f"data.packing needs a model that takes position_ids or an ALiBi model loaded by sisu; "
+            f"{type(model).__name__} is neither: set data.packing=false (data.group_by_length=true reduces padding)"
+        )

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 import torch
 
 from trainer.distributed import DistInfo, broadcast_
-from trainer.jobs import ModelConfig, TrainConfig
+from trainer.jobs import TrainConfig
 from trainer.model import build_model
 from trainer.parallel import apply_activation_checkpointing, shard_model, tied_embeddings
+from trainer.settings import ModelConfig
 from trainer.vocab import init_new_rows
 
 logger = logging.getLogger("sisu")

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -29,14 +28,12 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from trainer.distributed import barrier
+from trainer.distributed import barrier, rank
+from trainer.model import DTYPES
+from trainer.parallel import mixed_precision_policy
 
 logger = logging.getLogger("sisu")
 STEP_DIR = re.compile(r"^step_(\d+)$")
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
 
 
 def rng_state() -> dict[str, Any]:
@@ -82,7 +79,7 @@ def save_checkpoint(
     root = Path(root)
     final = root / f"step_{step}"
     tmp = root / f".step_{step}.tmp"
-    if _rank() == 0:
+    if rank() == 0:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
@@ -92,9 +89,9 @@ def save_checkpoint(
         "optim": get_optimizer_state_dict(model, optimizer),
     }
     dcp.save(state, checkpoint_id=str(tmp))
-    torch.save(rng_state(), tmp / f"rng_rank{_rank()}.pt")
+    torch.save(rng_state(), tmp / f"rng_rank{rank()}.pt")
     barrier()
-    if _rank() == 0:
+    if rank() == 0:
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2), encoding="utf-8")
         if final.exists():
             shutil.rmtree(final)
@@ -128,7 +125,7 @@ def load_checkpoint(
     set_model_state_dict(model, state["model"])
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, state["optim"])
-    rng_file = path / f"rng_rank{_rank()}.pt"
+    rng_file = path / f"rng_rank{rank()}.pt"
     if rng_file.is_file():
         set_rng_state(torch.load(rng_file, weights_only=False))
     return trainer_state
@@ -169,9 +166,9 @@ def export_hf(
     from safetensors.torch import save_file
 
     out = Path(out_dir)
-    rank = _rank()
+    main = rank() == 0
     tmp = out.parent / f".{out.name}.tmp"
-    if rank == 0:
+    if main:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
@@ -184,7 +181,7 @@ def export_hf(
     for key, value in sharded.items():
         name = _clean_key(key)
         full = value.full_tensor() if hasattr(value, "full_tensor") else value
-        if rank != 0 or (tied and name == "lm_head.weight"):
+        if not main or (tied and name == "lm_head.weight"):
             continue
         tensor = full.detach().to("cpu", dtype=dtype or full.dtype).contiguous()
         nbytes = tensor.numel() * tensor.element_size()
@@ -194,7 +191,7 @@ def export_hf(
             sizes.append(0)
         shards[-1][name] = tensor
         sizes[-1] += nbytes
-    if rank == 0:
+    if main:
         _flush(shards, tmp, save_file, final=True, total_size=sum(sizes))
         exported_dtype = dtype or next(iter(sharded.values())).dtype
         config, generation = serving_configs(model, tokenizer, dtype=exported_dtype, end_of_turn=end_of_turn)
@@ -211,7 +208,7 @@ def export_hf(
             shutil.rmtree(out)
         os.replace(tmp, out)
     barrier()
-    return out if rank == 0 else None
+    return out if main else None
 
 
 def serving_configs(
@@ -264,3 +261,27 @@ def _flush(
         weight_map.update({key: name for key in shard})
     index_doc = {"metadata": {"total_size": total_size}, "weight_map": weight_map}
     (tmp / "model.safetensors.index.json").write_text(json.dumps(index_doc, indent=2), encoding="utf-8")
+
+
+def export_dtype(cfg: Any, device: torch.device) -> torch.dtype:
+    """`checkpoint.export_dtype`; auto = the compute dtype (bf16 under mixed precision, else the stored dtype)."""
+    if cfg.checkpoint.export_dtype != "auto":
+        return DTYPES[cfg.checkpoint.export_dtype]
+    policy = mixed_precision_policy(cfg.train.mixed_precision, device)
+    if policy is not None:
+        return policy.param_dtype
+    return DTYPES.get(cfg.model.dtype, torch.float32)
+
+
+def check_same_template(saved: dict[str, Any], current: dict[str, Any], *, path: Path) -> None:
+    """Refuse to resume a checkpoint trained with another chat template or other added tokens."""
+    before = saved.get("chat_template")
+    if before is None:  # a checkpoint written before sisu recorded the template
+        return
+    for key, what in (("source", "chat template"), ("added_tokens", "set of tokens added for the template")):
+        if before.get(key) != current.get(key):
+            raise ValueError(
+                f"{path} was trained with a different {what} ({before.get('name')!r}, end of turn "
+                f"{before.get('end_of_turn')!r}) than this run resolves ({current.get('name')!r}); set "
+                "data.template (and model.tokenizer) as in that run, or resume=none to start over"
+            )

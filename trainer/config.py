@@ -1,8 +1,9 @@
 """Typed configuration: YAML files plus `a.b.c=value` overrides, turned into nested dataclasses.
 
-Every job (SFT, DPO, eval, translate) has one root dataclass in `trainer/jobs.py`. Each field carries its
-documentation in `metadata["help"]` (see `option`), from which `docs/config.md` is generated
-(`python -m trainer.config_docs`). Unknown keys are errors with a "did you mean" hint; values are checked
+Every job has one root dataclass beside the code that runs it (training: `trainer/jobs.py`; eval:
+`eval/config.py`; translation: `eval/translation/config.py`; `launch/jobs.py` lists them). Each field carries
+its documentation in `metadata["help"]` (see `data.config.option`), from which `docs/config.md` is generated
+(`python -m launch.config_docs`). Unknown keys are errors with a "did you mean" hint; values are checked
 against the field's type; each dataclass may define `check()` for cross-field rules.
 """
 
@@ -26,16 +27,6 @@ _MISSING = dataclasses.MISSING
 
 class ConfigError(ValueError):
     """A user error in a config file or an override; the message is one line, ready to print."""
-
-
-def option(default: Any = _MISSING, *, help: str, factory: Any = _MISSING) -> Any:  # noqa: A002
-    """A dataclass field with documentation. Use `factory` for mutable defaults."""
-    metadata = {"help": help}
-    if factory is not _MISSING:
-        return dataclasses.field(default_factory=factory, metadata=metadata)
-    if default is _MISSING:
-        return dataclasses.field(metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
 
 
 # ---------------------------------------------------------------------------------------------------------

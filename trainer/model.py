@@ -16,7 +16,7 @@ import torch
 
 from data.templates import ChatTemplate
 from trainer import attention
-from trainer.jobs import ModelConfig
+from trainer.settings import ModelConfig
 from trainer.vocab import add_template_tokens
 
 logger = logging.getLogger("sisu")

@@ -22,15 +22,12 @@ import dataclasses
 import gzip
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from langdetect import DetectorFactory, detect_langs
 from langdetect.lang_detect_exception import LangDetectException
 
+from data.translate.config import CleaningConfig
 from data.translate.segment import INLINE_CODE, strip_code
-
-if TYPE_CHECKING:
-    from trainer.jobs import CleaningConfig
 
 DetectorFactory.seed = 0  # langdetect samples at random; a fixed seed makes every verdict reproducible
 

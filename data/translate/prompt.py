@@ -19,12 +19,8 @@ bring their own (`prompt.examples`).
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
-from eval.generate import cut_at_stop
-
-if TYPE_CHECKING:
-    from trainer.jobs import TranslatePromptConfig
+from data.translate.config import TranslatePromptConfig
 
 LANGUAGE_NAMES = {
     "da": "Danish",
@@ -131,4 +127,5 @@ class FewShotPrompt:
 
     def clean(self, output: str) -> str:
         """A model continuation -> the translation: cut at the first stop string, surrounding spaces removed."""
-        return cut_at_stop(output, self.stop_strings).strip()
+        found = [at for at in (output.find(stop) for stop in self.stop_strings) if at >= 0]
+        return output[: min(found, default=len(output))].strip()

@@ -14,8 +14,8 @@ from data.tokenize import IGNORE_INDEX, PreferenceExample, SFTExample
 
 
 def _tiny_model():
-    from trainer.jobs import ModelConfig
     from trainer.model import build_model
+    from trainer.settings import ModelConfig
 
     torch.manual_seed(0)
     config = {
@@ -72,7 +72,7 @@ def test_collate_packed_block_diagonal_causal_mask():
 
 def test_packed_loss_and_gradients_equal_unpacked():
     from losses import sft_loss
-    from trainer.tasks import model_inputs
+    from trainer.forward import model_inputs
 
     model = _tiny_model()
     gen = torch.Generator().manual_seed(1)
@@ -167,19 +167,18 @@ def test_packed_pair_logps_and_gradients_equal_unpacked():
 
 
 def test_filler_batches_contribute_nothing():
-    from trainer.dpo import DPOTask, pair_logps
-    from trainer.tasks import SFTTask
+    from trainer.batching import PairBatching, SFTBatching
+    from trainer.forward import pair_logps
+    from trainer.objectives import SFTObjective
 
     model = _tiny_model()
-    sft = SFTTask(pad_id=0, chunk_size=4, pack_length=16, rows_per_micro_batch=2)
+    sft = SFTBatching(pad_id=0, pack_length=16, rows_per_micro_batch=2)
     filler = sft.filler_batch()
     assert sft.normaliser(filler) == 0
-    loss_sum, stats = sft.loss(model, filler)
+    loss_sum, stats = SFTObjective(chunk_size=4).loss(model, filler)
     loss_sum.backward()
     assert float(loss_sum.detach()) == 0 and stats["num_tokens"] == 0
     assert all(p.grad is None or not p.grad.any() for p in model.parameters())
-    dpo = DPOTask(
-        pad_id=0, beta=0.1, loss_type="sigmoid", label_smoothing=0.0, reference_logps=torch.zeros(0, 2)
-    )
+    dpo = PairBatching(pad_id=0, pack_length=16)
     chosen, rejected = pair_logps(model, dpo.filler_batch(), chunk_size=4)
     assert chosen.shape == rejected.shape == (0,) and dpo.normaliser(dpo.filler_batch()) == 0

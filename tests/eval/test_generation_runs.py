@@ -47,8 +47,8 @@ def tiny_model(tmp_path_factory):
     import torch
     from transformers import AutoTokenizer
 
-    from trainer.jobs import ModelConfig
     from trainer.model import build_model
+    from trainer.settings import ModelConfig
 
     torch.manual_seed(0)
     model = build_model(

@@ -2,9 +2,10 @@ import dataclasses
 
 import pytest
 
+from launch.config_docs import DOC_PATH, render
+from launch.jobs import JOBS
 from trainer.config import ConfigError, config_to_dict, iter_fields, load_config, write_config
-from trainer.config_docs import DOC_PATH, render
-from trainer.jobs import JOBS, DPOConfig, SFTConfig
+from trainer.jobs import DPOConfig, SFTConfig
 
 BASE = """\
 output_dir: out/run
@@ -161,4 +162,4 @@ def test_every_key_is_documented_and_docs_are_current():
         for key, _tp, _default, help_text in iter_fields(cls):
             assert help_text.strip(), f"{name}: {key} has no help text"
         assert dataclasses.is_dataclass(cls)
-    assert DOC_PATH.read_text(encoding="utf-8") == render(), "run: python -m trainer.config_docs"
+    assert DOC_PATH.read_text(encoding="utf-8") == render(), "run: python -m launch.config_docs"

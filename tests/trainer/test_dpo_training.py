@@ -135,8 +135,8 @@ def test_end_token_is_inside_the_logps_when_eos_is_pad(tiny_tokenizer):
     from data.collate import collate_preference
     from data.tokenize import PreferenceExample
     from trainer.dpo import pair_logps
-    from trainer.jobs import ModelConfig
     from trainer.model import build_model
+    from trainer.settings import ModelConfig
 
     eos = tiny_tokenizer.eos_token_id
     assert eos == tiny_tokenizer.pad_token_id
@@ -214,7 +214,7 @@ def test_reference_never_changes_and_gets_no_gradient(tmp_path, monkeypatch):
 
     try:
         trainer.setup()
-        reference = trainer.task.reference
+        reference = trainer.task.objective.reference
         before = {n: full(p).clone() for n, p in reference.named_parameters()}
         policy_before = {n: full(p).clone() for n, p in trainer.model.named_parameters()}
         trainer.train()

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from trainer.checkpoint import check_same_template, export_dtype
 from trainer.config import load_config
 from trainer.jobs import SFTConfig
-from trainer.trainer import check_same_template, export_dtype
 
 
 def _cfg(repo, *overrides):

@@ -147,9 +147,9 @@ def test_cpu_profile_trace_has_named_ranges(tmp_path):
 
 
 def test_mfu_uses_model_flops_and_the_peak_override(tmp_path):
+    from planner.throughput import model_flops_per_token
     from trainer.config import load_config
     from trainer.jobs import SFTConfig
-    from trainer.memory_plan import model_flops_per_token
     from trainer.model import architecture_config
 
     out = tmp_path / "mfu"

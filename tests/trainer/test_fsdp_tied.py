@@ -12,7 +12,7 @@ WORKER = textwrap.dedent(
     import torch
     from losses import sft_loss
     from trainer.distributed import init_distributed, reduce_tensor, teardown
-    from trainer.jobs import ModelConfig
+    from trainer.settings import ModelConfig
     from trainer.model import build_model
     from trainer.parallel import shard_model, tied_embeddings
 

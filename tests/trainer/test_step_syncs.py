@@ -93,10 +93,10 @@ def _run_one_step(tmp_path, config_cls, recipe, make_task, kind, overrides, sync
     trainer._forward_backward = armed
     try:
         trainer.setup()
-        record, finite, stop = trainer._optimizer_step(0, 0, 0)
+        stats, _lr = trainer._optimizer_step(0, 0, 0)
     finally:
         trainer.close()
-    assert finite and not stop and record["loss"] > 0
+    assert stats.finite and not stats.stop and stats.loss > 0
     return calls
 
 
@@ -132,16 +132,16 @@ def test_dpo_micro_batch_loop_never_syncs(tmp_path, overrides, sync_recorder):
 
 def test_the_recorder_catches_a_sync(tmp_path, sync_recorder, monkeypatch):
     """The old trainer's `float(loss_sum.detach())` per micro-batch, put back: the recorder must see it."""
-    from trainer import tasks
+    from trainer import objectives
 
-    original = tasks.SFTTask.loss
+    original = objectives.SFTObjective.loss
 
     def syncing_loss(self, model, batch):
         loss_sum, stats = original(self, model, batch)
         stats["loss_sum"] = torch.tensor(float(loss_sum.detach()))
         return loss_sum, stats
 
-    monkeypatch.setattr(tasks.SFTTask, "loss", syncing_loss)
+    monkeypatch.setattr(objectives.SFTObjective, "loss", syncing_loss)
     monkeypatch.setattr(sys.modules[__name__], "SISU", (*SISU, str(REPO / "tests") + "/"))
     calls = _run_one_step(
         tmp_path, SFTConfig, "recipes/test/tiny_sft.yaml", make_sft_task, "sft", [], sync_recorder

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from data.templates import ChatTemplate
-from trainer.jobs import ModelConfig
 from trainer.model import build_model, load_tokenizer, prepare_tokenizer
+from trainer.settings import ModelConfig
 from trainer.vocab import init_new_rows
 
 BASE = "recipes/test/tokenizer_base"  # <s>, </s>, 256 bytes, no chat template

@@ -1,4 +1,4 @@
-"""The memory planner (trainer/memory_plan.py, trainer/devices.py, launch/plan.py).
+"""The memory planner (planner/, trainer/devices.py, trainer/flops.py, launch/plan.py).
 
 Three kinds of checks:
 - arithmetic against the real modelling code: parameter counts against built (meta-device) models, per-layer
@@ -30,24 +30,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer import devices
-from trainer.memory_plan import (
-    ARCHITECTURES,
-    SPAWN_CLEAN,
-    Architecture,
+from planner.architectures import ARCHITECTURES, Architecture, architecture_from_config
+from planner.memory import (
+    GenerationSettings,
     GiB,
-    PlanRequest,
     RunSettings,
-    architecture_from_config,
     largest_micro_batch,
-    make_plan,
-    measure_runtime_baseline,
-    model_flops_per_token,
     plan_generation,
     plan_memory,
     precompute_phase_bytes,
     reduce_scatter_bytes,
 )
+from planner.report import PlanRequest, make_plan
+from planner.runtime import SPAWN_CLEAN, measure_runtime_baseline
+from planner.throughput import model_flops_per_token
+from trainer import devices
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_RECIPE = "recipes/test/tiny_sft.yaml"
@@ -69,8 +66,8 @@ def _build(fields, *, device="meta", dtype=torch.float32, attn=None):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if attn == "alibi_sdpa":  # sisu's BLOOM attention, installed by its model builder
-        from trainer.jobs import ModelConfig
         from trainer.model import build_model
+        from trainer.settings import ModelConfig
 
         with torch.device(device):
             return build_model(ModelConfig(init_config=dict(fields))).to(dtype)
@@ -610,8 +607,6 @@ def test_architecture_is_frozen_and_comparable():
 
 
 def _poro_plan(recipe, *overrides):
-    from trainer.memory_plan import PlanRequest
-
     return make_plan(
         PlanRequest(
             config=str(recipe),
@@ -653,8 +648,6 @@ def test_generation_memory_by_hand():
     layers x 2 x 7168 x 2 bytes = 28,538,044,416; sharded fp32 masters 4N/32; gathered root + 2 blocks in bf16;
     prefill of one layer: 2·(5·7168 + 28672)·8·1024 (hidden) + 2·56·1024·1024·8 (the ALiBi bias) + one layer's
     cache + the last position's fp32 logits twice."""
-    from trainer.memory_plan import GenerationSettings
-
     settings = GenerationSettings(world_size=32, device="mi250x", sharding="fsdp", batch_size=8)
     plan = plan_generation(PORO, settings)
     kv = 8 * 2304 * 54 * 2 * 7168 * 2
@@ -667,3 +660,13 @@ def test_generation_memory_by_hand():
     prefill = 2 * (5 * 7168 + 28672) * 8 * 1024 + 2 * 56 * 1024 * 1024 * 8 + kv / 54 + 8 * 128000 * 8
     assert plan.components["prefill and decoding transients"] == pytest.approx(prefill)
     assert plan.peak == pytest.approx(sum(plan.components.values()))
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_trainer_counts_the_flops_the_planner_counts(name):
+    """trainer/flops.py counts N from the model's parameters, the planner from the architecture: the same."""
+    from trainer.flops import model_flops_per_token as trainer_flops
+
+    model = _build(VARIANTS[name])
+    for seq_len in (1, 384, 2048):
+        assert trainer_flops(model, seq_len) == model_flops_per_token(VARIANTS[name], seq_len)

@@ -156,10 +156,11 @@ def test_cached_prefix_and_batch_size_do_not_change_translations():
     import torch
     from transformers import AutoTokenizer
 
+    from data.translate.config import TranslatePromptConfig
     from data.translate.prompt import FewShotPrompt
-    from data.translate.run import ModelTranslator
-    from trainer.jobs import ModelConfig, TranslatePromptConfig
+    from eval.translation.translator import ModelTranslator
     from trainer.model import build_model
+    from trainer.settings import ModelConfig
 
     torch.manual_seed(1)
     spec = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}
