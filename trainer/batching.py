@@ -52,19 +52,23 @@ def with_label_positions(batch: Batch) -> Batch:
     return batch
 
 
-class SFTBatching:
-    """Chat examples -> micro-batches with labels; packed rows of `pack_length` tokens when set."""
-
-    count_name = "num_tokens"
+class _RowBatching:
+    """Padding id, packed row length (None: unpacked) and packed rows per micro-batch."""
 
     def __init__(self, *, pad_id: int, pack_length: int | None = None, rows_per_micro_batch: int = 1) -> None:
         self.pad_id = pad_id
-        self.pack_length = pack_length  # None: unpacked
+        self.pack_length = pack_length
         self.rows_per_micro_batch = rows_per_micro_batch
 
     @property
     def packed(self) -> bool:
         return self.pack_length is not None
+
+
+class SFTBatching(_RowBatching):
+    """Chat examples -> micro-batches with labels; packed rows of `pack_length` tokens when set."""
+
+    count_name = "num_tokens"
 
     def micro_batches(
         self, examples: Sequence[SFTExample], micro_indices: Sequence[Sequence[int]]
@@ -97,20 +101,11 @@ class SFTBatching:
         return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
-class PairBatching:
+class PairBatching(_RowBatching):
     """Preference examples -> micro-batches of pairs, each carrying the dataset `index` of its pairs: unpacked,
     chosen rows then rejected rows; packed, prompt | chosen | rejected units in rows of `pack_length` tokens."""
 
     count_name = "num_pairs"
-
-    def __init__(self, *, pad_id: int, pack_length: int | None = None, rows_per_micro_batch: int = 1) -> None:
-        self.pad_id = pad_id
-        self.pack_length = pack_length  # None: unpacked; else rows of this many tokens
-        self.rows_per_micro_batch = rows_per_micro_batch
-
-    @property
-    def packed(self) -> bool:
-        return self.pack_length is not None
 
     def micro_batches(
         self, examples: Sequence[PreferenceExample], micro_indices: Sequence[Sequence[int]]
