@@ -105,7 +105,11 @@ class DataConfig:
     )
     cache_dir: str | None = option(
         None,
-        help="Directory for the tokenized-data cache; null = OUTPUT_DIR/../.cache/sisu-data or ~/.cache.",
+        help="Directory of the tokenized-data cache (numpy .npz files, keyed by a hash of the records, tokenizer, "
+        "template and settings; safe to delete). null = $SISU_CACHE/tokenized when SISU_CACHE is set, else "
+        ".cache/sisu/tokenized under the directory the job is launched from (the repository root in every "
+        "recipe: on a cluster the project's shared filesystem, never a small home quota). Every rank reads it; "
+        "rank 0 writes it.",
     )
     num_workers: int = option(1, help="Parallel worker processes for tokenization.")
 

@@ -15,7 +15,14 @@ from data.mix import build_mix
 from data.records import ChatRecord, LoadReport
 from data.sources import CHAT_FORMATS, PREFERENCE_FORMATS
 from data.templates import ChatTemplate, render_chat
-from data.tokenize import IGNORE_INDEX, PreferenceExample, TokenizeSettings, TokenizeStats, tokenize_records
+from data.tokenize import (
+    IGNORE_INDEX,
+    PreferenceExample,
+    TokenizeSettings,
+    TokenizeStats,
+    tokenization_key,
+    tokenize_records,
+)
 
 logger = logging.getLogger("sisu")
 
@@ -33,6 +40,7 @@ class DataBundle:
     template: ChatTemplate
     records: list
     max_len: int | None = None
+    key: str = ""  # hash of the records, tokenizer, template and settings (the tokenization cache key)
 
     def lengths(self) -> list[int]:
         if self.kind == "sft":
@@ -51,8 +59,20 @@ class DataBundle:
         lines.append(
             f"{self.kind} examples: {len(self.examples)} ({langs}) from {self.stats.num_records} records; "
             f"truncated {self.stats.num_truncated}; dropped "
-            + (", ".join(f"{r}: {n}" for r, n in sorted(self.stats.dropped.items())) or "0")
+            + (
+                ", ".join(
+                    f"{r}: {n} (e.g. {self.stats.examples.get(r, '?')})"
+                    for r, n in sorted(self.stats.dropped.items())
+                )
+                or "0"
+            )
         )
+        if self.stats.num_folded_system:
+            where = "first" if self.stats.system_fold == "first_user" else "last"
+            lines.append(
+                f"chat template {self.template.name!r} would not write a system prompt before an answer: the system "
+                f"prompt of {self.stats.num_folded_system} records was folded into their {where} user turn"
+            )
         lengths = self.lengths()
         if lengths:
             ordered = sorted(lengths)
@@ -79,8 +99,8 @@ def data_kind(cfg: DataConfig) -> Kind:
 
 
 def default_cache_dir() -> str:
-    """$SISU_CACHE/tokenized, default ~/.cache/sisu/tokenized."""
-    base = os.environ.get("SISU_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "sisu")
+    """$SISU_CACHE/tokenized, else .cache/sisu/tokenized under the working directory (see data.cache_dir)."""
+    base = os.environ.get("SISU_CACHE") or os.path.join(".cache", "sisu")
     return os.path.join(base, "tokenized")
 
 
@@ -111,7 +131,9 @@ def build_dataset(
         prompt_masking=cfg.prompt_masking,
         truncation=cfg.truncation,
         max_prompt_length=cfg.max_prompt_length,
+        on_invalid=cfg.on_invalid,
     )
+    key = tokenization_key(records, tokenizer, template, settings)
     examples, stats = tokenize_records(
         records,
         tokenizer=tokenizer,
@@ -119,10 +141,11 @@ def build_dataset(
         settings=settings,
         num_workers=cfg.num_workers,
         cache_dir=(cfg.cache_dir or cache_dir or default_cache_dir()) if use_cache else None,
+        key=key,
     )
     if not examples:
         raise DataError("every record was dropped during tokenization (see the drop counts)")
-    return DataBundle(kind, examples, reports, stats, template, records, max_len=max_seq_len)
+    return DataBundle(kind, examples, reports, stats, template, records, max_len=max_seq_len, key=key)
 
 
 def mark_trained_text(

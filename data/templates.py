@@ -1,9 +1,10 @@
-"""Chat rendering with character spans of the trained (assistant) text.
+"""Chat rendering with character spans of the trained (assistant) text, for any model's own chat template.
 
-A conversation is rendered once with the chat template; the span of every assistant turn is found by rendering
-growing prefixes of the conversation and checked against the full rendering. A template whose rendering of a
-prefix is not a prefix of the full rendering (it rewrites earlier turns, e.g. drops past reasoning) cannot
-be masked reliably and is rejected with a clear error.
+The trained text of an assistant turn is its content as the template writes it (Llama 3 trims it) plus the
+template's end-of-turn marker; never a system prompt the template injects, never the next turn's header. Turns
+are located with placeholders (`locate_assistant_turns`), which works for templates that rewrite other turns
+(Mistral) and trim content (Llama 3). A conversation a template cannot express raises `TemplateError`: a data
+problem, which the tokenizer handles per record under `data.on_invalid`.
 """
 
 from __future__ import annotations
@@ -61,13 +62,38 @@ class ChatTemplate:
         source, end, markers = BUILTIN_TEMPLATES[builtin]
         return cls(builtin, source, end, markers)
 
-    def render(self, tokenizer: Any, messages: Sequence[dict], *, add_generation_prompt: bool = False) -> str:
+    def render(
+        self,
+        tokenizer: Any,
+        messages: Sequence[dict],
+        *,
+        add_generation_prompt: bool = False,
+        **variables: Any,
+    ) -> str:
         return tokenizer.apply_chat_template(
             list(messages),
             chat_template=self.source,
             tokenize=False,
             add_generation_prompt=add_generation_prompt,
+            **variables,
         )
+
+    def system_prompt_fold(self, tokenizer: Any) -> str | None:
+        """Where a system prompt must go for this template to write it in a training conversation (one that ends
+        with an answer): None when the template writes system messages; "first_user" when it has no system role
+        (Gemma 2 raises on one; Gemma's documentation puts instructions in the first user turn); "last_user" when
+        it writes the system prompt only if the conversation ends with a user turn (Mistral's templates; Mistral's
+        own tokenizer puts it before the last user message)."""
+        probe = [
+            {"role": "system", "content": _PROBE},
+            {"role": "user", "content": "U"},
+            {"role": "assistant", "content": "A"},
+        ]
+        try:
+            text = self.render(tokenizer, probe)
+        except Exception:  # noqa: BLE001 - the template's raise_exception
+            return "first_user"
+        return None if _PROBE in text else "last_user"
 
     def missing_markers(self, tokenizer: Any) -> list[str]:
         """The markers of this template that the tokenizer does not encode as one token."""
@@ -102,46 +128,113 @@ class RenderedChat:
 
     text: str
     assistant_spans: tuple[tuple[int, int], ...]
+    folded_system: str | None = (
+        None  # where the system prompt was folded: first_user, last_user (or not at all)
+    )
 
 
-def _trim_to_end_token(span_text: str, end_of_turn: str) -> int:
-    """Length of the span up to and including its end-of-turn token (the separator after it is not trained)."""
-    pos = span_text.rfind(end_of_turn)
-    return len(span_text) if pos < 0 else pos + len(end_of_turn)
+def _sentinel(index: int) -> str:
+    return f"\u2063sisu-turn-{index}\u2063"
+
+
+def _content_as_written(full: str, at: int, content: str, following: str) -> str | None:
+    """The form in which the template wrote `content` at position `at` of `full` (as is, or trimmed, as Llama 3
+    and others do), checked against the template text that must follow it; None when none fits."""
+    for candidate in dict.fromkeys((content, content.strip(), content.rstrip(), content.lstrip())):
+        if full.startswith(candidate, at) and full.startswith(following, at + len(candidate)):
+            return candidate
+    return None
+
+
+def fold_system(messages: Sequence[dict], into: str) -> list[dict]:
+    """The system prompt prepended (with a blank line) to the first or the last user turn; see
+    `ChatTemplate.system_prompt_fold`."""
+    system, *rest = messages
+    users = [i for i, m in enumerate(rest) if m["role"] == "user"]
+    target = users[0] if into == "first_user" else users[-1]
+    rest[target] = {**rest[target], "content": f"{system['content']}\n\n{rest[target]['content']}"}
+    return rest
+
+
+def _render(tokenizer: Any, template: ChatTemplate, messages: Sequence[dict], variables: dict) -> str:
+    try:
+        return template.render(tokenizer, messages, **variables)
+    except Exception as exc:  # noqa: BLE001 - a template's own raise_exception, or any Jinja error
+        raise TemplateError(f"chat template {template.name!r}: {str(exc).splitlines()[0]}") from None
+
+
+def locate_assistant_turns(
+    tokenizer: Any, template: ChatTemplate, messages: Sequence[dict], *, variables: dict | None = None
+) -> tuple[str, list[tuple[int, int]], str | None]:
+    """(text, spans, folded): the conversation as the template renders it, per assistant turn the [start, end)
+    characters of its content as written (possibly trimmed) plus the end-of-turn marker right after, and where the
+    system prompt was folded (None, "first_user", "last_user").
+
+    The turns are found by rendering the conversation a second time with every assistant content replaced by a
+    unique placeholder: the text between placeholders is what the template writes around the answers (headers,
+    separators, a default system prompt, a system prompt it moves to another turn), and the real rendering must
+    be exactly that text with each answer put back. No prefix of the conversation is rendered, so templates that
+    rewrite other turns are located all the same. A system prompt the template would not write (Gemma 2 has no
+    system role; Mistral's templates write it only before a final user turn) is folded into a user turn as the
+    model family's own documentation or tokenizer does (`ChatTemplate.system_prompt_fold`), never dropped.
+    `variables` go to the template as extra variables (e.g. a fixed `date_string` for Llama 3.x).
+    """
+    variables = variables or {}
+    messages = list(messages)
+    folded = None
+    if messages and messages[0]["role"] == "system":
+        folded = template.system_prompt_fold(tokenizer)
+        if folded is not None:
+            messages = fold_system(messages, folded)
+    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    skeleton_messages = [
+        {**m, "content": _sentinel(i)} if m["role"] == "assistant" else m for i, m in enumerate(messages)
+    ]
+    full = _render(tokenizer, template, messages, variables)
+    skeleton = _render(tokenizer, template, skeleton_messages, variables)
+    pieces, cursor = [], 0
+    for i in turns:
+        at = skeleton.find(_sentinel(i), cursor)
+        if at < 0 or skeleton.find(_sentinel(i), at + 1) >= 0:
+            raise TemplateError(f"chat template {template.name!r} does not write assistant turn {i} once")
+        pieces.append(skeleton[cursor:at])
+        cursor = at + len(_sentinel(i))
+    pieces.append(skeleton[cursor:])
+    spans, at = [], 0
+    for n, i in enumerate(turns):
+        if not full.startswith(pieces[n], at):
+            raise TemplateError(
+                f"chat template {template.name!r} renders the text before assistant turn {i} differently"
+            )
+        at += len(pieces[n])
+        written = _content_as_written(full, at, messages[i]["content"], pieces[n + 1])
+        if written is None:
+            raise TemplateError(f"chat template {template.name!r} rewrites assistant turn {i}")
+        end = at + len(written)
+        if full.startswith(template.end_of_turn, end):
+            end += len(template.end_of_turn)
+        spans.append((at, end))
+        at += len(written)
+    if full[at:] != pieces[-1]:
+        raise TemplateError(
+            f"chat template {template.name!r} renders the text after the last answer differently"
+        )
+    return full, spans, folded
 
 
 def render_chat(tokenizer: Any, template: ChatTemplate, messages: Sequence[dict]) -> RenderedChat:
-    """Render `messages` and locate every assistant turn (content plus end token) in the text."""
-    full = template.render(tokenizer, messages)
-    spans = []
-    for index, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        before = template.render(tokenizer, messages[:index], add_generation_prompt=True) if index else ""
-        through = template.render(tokenizer, messages[: index + 1])
-        if not through.startswith(before) or not full.startswith(through):
-            raise TemplateError(
-                f"chat template {template.name!r} is not prefix-stable at turn {index} (rendering a prefix of the "
-                "conversation does not give a prefix of the full rendering); use data.template=chatml or "
-                "turn off data.prompt_masking"
-            )
-        start = len(before)
-        end = start + _trim_to_end_token(through[start:], template.end_of_turn)
-        if message["content"] not in full[start:end]:
-            raise TemplateError(
-                f"chat template {template.name!r}: assistant turn {index} not found where expected"
-            )
-        spans.append((start, end))
-    return RenderedChat(full, tuple(spans))
+    """Render `messages` and locate every assistant turn (content as written plus its end-of-turn marker)."""
+    text, spans, folded = locate_assistant_turns(tokenizer, template, messages)
+    return RenderedChat(text, tuple(spans), folded)
 
 
 def render_preference(
     tokenizer: Any, template: ChatTemplate, prompt: Sequence[dict], completion: str
 ) -> tuple[str, str]:
-    """(prompt text with the generation prompt, completion text including its end token)."""
-    prompt_text = template.render(tokenizer, prompt, add_generation_prompt=True)
-    full = template.render(tokenizer, [*prompt, {"role": "assistant", "content": completion}])
-    if not full.startswith(prompt_text):
-        raise TemplateError(f"chat template {template.name!r} is not prefix-stable for the generation prompt")
-    tail = full[len(prompt_text) :]
-    return prompt_text, tail[: _trim_to_end_token(tail, template.end_of_turn)]
+    """(the text before the completion, the completion as written plus its end-of-turn marker), both as the
+    template renders the prompt followed by this answer."""
+    text, spans, _folded = locate_assistant_turns(
+        tokenizer, template, [*prompt, {"role": "assistant", "content": completion}]
+    )
+    start, end = spans[-1]
+    return text[:start], text[start:end]

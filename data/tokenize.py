@@ -10,18 +10,20 @@ import json
 import logging
 import multiprocessing
 import os
-import pickle
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from data.errors import DataError
 from data.records import ChatRecord, PreferenceRecord
-from data.templates import ChatTemplate, render_chat, render_preference
+from data.templates import ChatTemplate, TemplateError, render_chat, render_preference
 
 logger = logging.getLogger("sisu")
 IGNORE_INDEX = -100
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +66,7 @@ class TokenizeSettings:
     prompt_masking: bool = False
     truncation: str = "truncate"  # truncate | drop (SFT only)
     max_prompt_length: int = 512  # preference only
+    on_invalid: str = "error"  # a record the chat template cannot render: error (stop) or skip (count)
 
 
 @dataclasses.dataclass
@@ -72,12 +75,32 @@ class TokenizeStats:
     num_examples: int = 0
     num_truncated: int = 0
     dropped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    examples: dict[str, str] = dataclasses.field(
+        default_factory=dict
+    )  # reason -> "origin: problem" of the first
+    num_folded_system: int = (
+        0  # system prompts folded into the first user turn (templates without a system role)
+    )
+
+    def drop(self, reason: str, example: str) -> None:
+        self.dropped[reason] += 1
+        self.examples.setdefault(reason, example)
 
     def merge(self, other: TokenizeStats) -> None:
         self.num_records += other.num_records
         self.num_examples += other.num_examples
         self.num_truncated += other.num_truncated
         self.dropped.update(other.dropped)
+        for reason, example in other.examples.items():
+            self.examples.setdefault(reason, example)
+        self.num_folded_system += other.num_folded_system
+
+    def as_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "dropped": dict(self.dropped)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TokenizeStats:
+        return cls(**{**data, "dropped": collections.Counter(data["dropped"])})
 
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
@@ -167,9 +190,15 @@ def _tokenize_chunk(records: Sequence[ChatRecord | PreferenceRecord]) -> tuple[l
     out = []
     for record in records:
         fn = tokenize_chat if isinstance(record, ChatRecord) else tokenize_preference
-        example, reason = fn(record, **_WORKER)
+        try:
+            example, reason = fn(record, **_WORKER)
+        except TemplateError as exc:  # a data problem: this record cannot be written in the template
+            if _WORKER["settings"].on_invalid != "skip":
+                raise DataError(f"{record.origin}: {exc}") from None
+            stats.drop("template_error", f"{record.origin}: {exc}")
+            continue
         if example is None:
-            stats.dropped[reason] += 1
+            stats.drop(reason, record.origin)
             continue
         stats.num_examples += 1
         stats.num_truncated += int(example.truncated)
@@ -177,7 +206,7 @@ def _tokenize_chunk(records: Sequence[ChatRecord | PreferenceRecord]) -> tuple[l
     return out, stats
 
 
-def _fingerprint(
+def tokenization_key(
     records: Sequence, tokenizer: Any, template: ChatTemplate, settings: TokenizeSettings
 ) -> str:
     digest = hashlib.sha256()
@@ -199,17 +228,22 @@ def tokenize_records(
     settings: TokenizeSettings,
     num_workers: int = 1,
     cache_dir: str | os.PathLike | None = None,
+    key: str | None = None,
 ) -> tuple[list[SFTExample | PreferenceExample], TokenizeStats]:
-    """Tokenize all records (order kept), using the on-disk cache when its key matches."""
+    """Tokenize all records (order kept), using the on-disk cache when its key matches.
+
+    A record the template cannot render stops the job (`on_invalid: error`) or is counted under
+    `template_error` (`skip`); when the template renders none of the records, the job stops either way, in one
+    line naming the template and the first record.
+    """
     cache_path = None
     if cache_dir is not None:
-        key = _fingerprint(records, tokenizer, template, settings)
-        cache_path = Path(cache_dir) / f"tokenized-{key}.pkl"
-        if cache_path.is_file():
-            with cache_path.open("rb") as handle:
-                examples, stats = pickle.load(handle)
-            logger.info("tokenized data: %d examples from cache %s", len(examples), cache_path)
-            return examples, stats
+        key = key or tokenization_key(records, tokenizer, template, settings)
+        cache_path = Path(cache_dir) / f"tokenized-{key}.npz"
+        cached = load_cache(cache_path) if cache_path.is_file() else None
+        if cached is not None:
+            logger.info("tokenized data: %d examples from cache %s", len(cached[0]), cache_path)
+            return cached
     chunk = max(1, len(records) // (num_workers * 4) or 1)
     chunks = [records[i : i + chunk] for i in range(0, len(records), chunk)]
     stats = TokenizeStats()
@@ -231,10 +265,79 @@ def tokenize_records(
             for part, part_stats in pool.map(_tokenize_chunk, chunks):
                 examples += part
                 stats.merge(part_stats)
+    failed = stats.dropped.get("template_error", 0)
+    if records and failed == len(records):
+        raise DataError(
+            f"chat template {template.name!r} cannot render any of the {len(records)} records; the first: "
+            f"{stats.examples['template_error']}"
+        )
+    stats.system_fold = template.system_prompt_fold(tokenizer)
+    if stats.system_fold is not None:
+        stats.num_folded_system = sum(
+            1
+            for r in records
+            if (r.messages if isinstance(r, ChatRecord) else r.prompt)[0]["role"] == "system"
+        )
     if cache_path is not None:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tokenized-", dir=cache_path.parent)
-        with os.fdopen(fd, "wb") as handle:
-            pickle.dump((examples, stats), handle)
-        os.replace(tmp, cache_path)
+        save_cache(cache_path, examples, stats)
     return examples, stats
+
+
+# --- the cache: arrays and JSON only (nothing read back can run code) ------------------------------------------
+
+_SFT_FIELDS = ("input_ids", "labels")
+_PAIR_FIELDS = ("prompt_ids", "chosen_ids", "rejected_ids")
+
+
+def save_cache(path: Path, examples: Sequence[SFTExample | PreferenceExample], stats: TokenizeStats) -> None:
+    """Write the examples as flat int32 arrays with offsets plus one JSON string (numpy .npz, no pickle),
+    atomically."""
+    kind = "preference" if examples and isinstance(examples[0], PreferenceExample) else "sft"
+    fields = _PAIR_FIELDS if kind == "preference" else _SFT_FIELDS
+    arrays = {}
+    for name in fields:
+        rows = [getattr(e, name) for e in examples]
+        arrays[name] = np.fromiter((t for row in rows for t in row), dtype=np.int32)
+        arrays[f"{name}_offsets"] = np.cumsum([0, *map(len, rows)], dtype=np.int64)
+    arrays["truncated"] = np.array([e.truncated for e in examples], dtype=bool)
+    meta = {
+        "version": CACHE_VERSION,
+        "kind": kind,
+        "source_ids": [e.source_id for e in examples],
+        "langs": [e.lang for e in examples],
+        "stats": stats.as_dict(),
+    }
+    arrays["meta"] = np.array(json.dumps(meta, ensure_ascii=False))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tokenized-", suffix=".npz", dir=path.parent)
+    with os.fdopen(fd, "wb") as handle:
+        np.savez(handle, **arrays)
+    os.replace(tmp, path)
+
+
+def load_cache(path: Path) -> tuple[list, TokenizeStats] | None:
+    """The cached examples, or None (with a warning) when the file is not a cache this version wrote. Loaded with
+    `allow_pickle=False`: a planted pickle is refused, never executed."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            if meta.get("version") != CACHE_VERSION:
+                raise ValueError(f"cache version {meta.get('version')}, this sisu writes {CACHE_VERSION}")
+            arrays = {name: data[name] for name in data.files if name != "meta"}
+    except (ValueError, KeyError, OSError, EOFError) as exc:
+        logger.warning("ignoring %s: not a tokenization cache of this sisu (%s); tokenizing again", path, exc)
+        return None
+    kind = meta["kind"]
+    fields = _PAIR_FIELDS if kind == "preference" else _SFT_FIELDS
+    columns = []
+    for name in fields:
+        flat, offsets = arrays[name].tolist(), arrays[f"{name}_offsets"].tolist()
+        columns.append([tuple(flat[a:b]) for a, b in zip(offsets, offsets[1:])])
+    cls = PreferenceExample if kind == "preference" else SFTExample
+    examples = [
+        cls(*values, source_id, lang, bool(truncated))
+        for *values, source_id, lang, truncated in zip(
+            *columns, meta["source_ids"], meta["langs"], arrays["truncated"].tolist()
+        )
+    ]
+    return examples, TokenizeStats.from_dict(meta["stats"])

@@ -1,15 +1,17 @@
 """Sharded checkpoints (torch.distributed.checkpoint) for exact resume, and the Hugging Face export.
 
 Layout: OUTPUT_DIR/checkpoints/step_N/ holds the DCP shards of model and optimizer, `trainer_state.json`
-(step, epoch, sampler position, config digest) and `rng_rank{R}.pt`. A checkpoint is written under
+(step, epoch, sampler position, chat template, data fingerprint) and `rng_rank{R}.safetensors`. A checkpoint is written under
 `.step_N.tmp` and renamed when every rank has finished, so a directory named `step_N` is always complete.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
+import pickle
 import random
 import re
 import shutil
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -36,19 +39,90 @@ logger = logging.getLogger("sisu")
 STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
-def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+# --- what is read back holds only data ------------------------------------------------------------------------
+#
+# Checkpoints sit in shared project directories, where a planted file would run as whoever resumes if it were
+# unpickled. The RNG state is safetensors (tensors) plus JSON; DCP's own metadata (a pickle) is checked against
+# the classes DCP writes before torch reads it, and its non-tensor items are loaded with weights_only=True.
+
+
+def save_rng_state(path: Path) -> None:
+    """This process's RNG states (python, numpy, torch, CUDA) as safetensors with JSON metadata."""
+    from safetensors.torch import save_file
+
+    version, words, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    tensors = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
+        tensors["cuda"] = torch.cuda.get_rng_state()
+    metadata = {
+        "python": json.dumps([version, list(words), gauss]),
+        "numpy": json.dumps([name, keys.tolist(), int(pos), int(has_gauss), float(cached)]),
+    }
+    save_file(tensors, str(path), metadata=metadata)
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
+def load_rng_state(path: Path) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    version, words, gauss = json.loads(metadata["python"])
+    random.setstate((version, tuple(words), gauss))
+    name, keys, pos, has_gauss, cached = json.loads(metadata["numpy"])
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(tensors["torch"])
+    if "cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["cuda"])
+
+
+def _dcp_metadata_classes() -> set[tuple[str, str]]:
+    from torch.distributed.checkpoint import metadata
+
+    names = {(metadata.__name__, name) for name, value in vars(metadata).items() if isinstance(value, type)}
+    return names | {
+        ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+        ("torch", "Size"),
+        ("torch.serialization", "_get_layout"),
+        ("pathlib", "PosixPath"),
+        ("pathlib", "PurePosixPath"),
+        ("pathlib", "WindowsPath"),
+        ("pathlib", "PureWindowsPath"),
+        ("collections", "OrderedDict"),
+    }
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    allowed: set[tuple[str, str]] = set()
+
+    def find_class(self, module: str, name: str) -> Any:
+        is_dtype = module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)
+        if (module, name) not in self.allowed and not is_dtype:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which DCP metadata never holds")
+        return super().find_class(module, name)
+
+
+def check_dcp_metadata(path: Path) -> None:
+    """Refuse a checkpoint whose DCP metadata refers to anything but DCP's own metadata classes (a planted pickle
+    would run code when torch unpickles it); checked without running any of it."""
+    _MetadataUnpickler.allowed = _MetadataUnpickler.allowed or _dcp_metadata_classes()
+    try:
+        with (path / ".metadata").open("rb") as handle:
+            _MetadataUnpickler(handle).load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
+        raise ValueError(
+            f"{path / '.metadata'}: not a checkpoint's metadata sisu will load ({exc})"
+        ) from None
+
+
+class _DataOnlyLoadPlanner(DefaultLoadPlanner):
+    """DCP's planner, but a non-tensor item is first loaded with weights_only=True (plain data only)."""
+
+    def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
+        data = value.getvalue()
+        torch.load(io.BytesIO(data), weights_only=True)  # raises on anything that is not plain data
+        super().load_bytes(read_item, io.BytesIO(data))
 
 
 def list_checkpoints(root: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -89,7 +163,7 @@ def save_checkpoint(
         "optim": get_optimizer_state_dict(model, optimizer),
     }
     dcp.save(state, checkpoint_id=str(tmp))
-    torch.save(rng_state(), tmp / f"rng_rank{rank()}.pt")
+    save_rng_state(tmp / f"rng_rank{rank()}.safetensors")
     barrier()
     if rank() == 0:
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2), encoding="utf-8")
@@ -119,15 +193,22 @@ def load_checkpoint(
     state: dict[str, Any] = {"model": get_model_state_dict(model)}
     if optimizer is not None:
         state["optim"] = get_optimizer_state_dict(model, optimizer)
+    rng_file = path / f"rng_rank{rank()}.safetensors"
+    if not rng_file.is_file():
+        old = (
+            " (only the pickled rng_rank*.pt of an older sisu, which is not loaded)"
+            if any(path.glob("*.pt"))
+            else ""
+        )
+        raise ValueError(f"{path}: no RNG state for rank {rank()}{old}; resume=none starts over")
+    check_dcp_metadata(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        dcp.load(state, checkpoint_id=str(path))
+        dcp.load(state, checkpoint_id=str(path), planner=_DataOnlyLoadPlanner())
     set_model_state_dict(model, state["model"])
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, state["optim"])
-    rng_file = path / f"rng_rank{rank()}.pt"
-    if rng_file.is_file():
-        set_rng_state(torch.load(rng_file, weights_only=False))
+    load_rng_state(rng_file)
     return trainer_state
 
 
@@ -285,3 +366,33 @@ def check_same_template(saved: dict[str, Any], current: dict[str, Any], *, path:
                 f"{before.get('end_of_turn')!r}) than this run resolves ({current.get('name')!r}); set "
                 "data.template (and model.tokenizer) as in that run, or resume=none to start over"
             )
+
+
+def check_same_run(saved: dict[str, Any], *, data: dict[str, Any], world_size: int, path: Path) -> None:
+    """Refuse to resume when the world size or the data changed since the checkpoint: the run would not continue
+    the step sequence it started (other examples per step, other ranks' RNG), so it would not be exact."""
+    before = saved.get("world_size")
+    if before is not None and before != world_size:
+        raise ValueError(
+            f"{path} was written by {before} ranks and this run has {world_size}: resume with {before} ranks "
+            "(the same nodes x GPUs), or resume=none to start over"
+        )
+    recorded = saved.get("data")
+    if recorded is None:  # a checkpoint written before sisu recorded the data
+        return
+    labels = {
+        "sources": "data.sources",
+        "record_counts": "the records per source",
+        "examples": "the number of examples",
+        "tokenized": "the tokenized data (records, tokenizer, template or data settings)",
+        "sampler": "the sampler (seed, shuffle, group_by_length, global batch size)",
+    }
+    changed = [label for key, label in labels.items() if recorded.get(key) != data.get(key)]
+    if changed:
+        detail = ""
+        if "record_counts" in recorded and recorded["record_counts"] != data["record_counts"]:
+            detail = f" (records per source {recorded['record_counts']} -> {data['record_counts']})"
+        raise ValueError(
+            f"{path} was written for other data: {', '.join(changed)} changed{detail}; restore the data and "
+            "settings of that run, or resume=none to start over"
+        )

@@ -7,6 +7,7 @@ runtime -> config on disk -> tokenizer and data -> plan -> model (sharded) -> op
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 from collections.abc import Callable
@@ -167,10 +168,29 @@ class Trainer:
             path = Path(resume)
             if not path.is_dir():
                 raise ValueError(f"resume={resume}: no such checkpoint directory")
-        ckpt.check_same_template(ckpt.read_trainer_state(path), self._template_state(), path=path)
+        saved = ckpt.read_trainer_state(path)
+        ckpt.check_same_template(saved, self._template_state(), path=path)
+        ckpt.check_same_run(saved, data=self._data_state(), world_size=self.info.world_size, path=path)
         state = ckpt.load_checkpoint(path, model=self.model, optimizer=self.optimizer)
         logger.info("resumed from %s (step %d, epoch %d)", path, state["step"], state["epoch"])
         return state
+
+    def _data_state(self) -> dict[str, Any]:
+        """What the step sequence depends on, as checkpoints record it: the sources, their record counts, the
+        tokenized examples (a hash of records, tokenizer, template and settings) and the sampler's settings."""
+        cfg = self.cfg
+        return {
+            "sources": [dataclasses.asdict(source) for source in cfg.data.sources],
+            "record_counts": [report.num_selected or report.num_records for report in self.bundle.reports],
+            "examples": len(self.bundle.examples),
+            "tokenized": self.bundle.key,
+            "sampler": {
+                "seed": cfg.seed,
+                "shuffle": cfg.data.shuffle,
+                "group_by_length": cfg.data.group_by_length,
+                "global_batch_size": cfg.train.global_batch_size,
+            },
+        }
 
     def _template_state(self) -> dict[str, Any]:
         """The chat template of the run as checkpoints record it."""
@@ -389,6 +409,7 @@ class Trainer:
             "world_size": self.info.world_size,
             "total_steps": self.plan.total_steps,
             "chat_template": self._template_state(),
+            "data": self._data_state(),
         }
         path = ckpt.save_checkpoint(
             self.output_dir / "checkpoints",

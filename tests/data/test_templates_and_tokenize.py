@@ -65,7 +65,7 @@ def test_smollm2_template_masks_and_keeps_default_system_prompt_untrained(smollm
 
 
 def test_template_that_rewrites_history_is_rejected(tiny_tokenizer):
-    # drops every assistant turn but the last: a prefix rendering is not a prefix of the full rendering
+    # drops every assistant turn but the last: the earlier answers are not in the text, so they cannot be trained
     rewriting = ChatTemplate(
         "rewrite",
         "{% for m in messages %}{% if m.role != 'assistant' or loop.last %}<|im_start|>{{ m.role }}\n"
@@ -73,7 +73,7 @@ def test_template_that_rewrites_history_is_rejected(tiny_tokenizer):
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
         "<|im_end|>",
     )
-    with pytest.raises(TemplateError, match="not prefix-stable"):
+    with pytest.raises(TemplateError, match="does not write assistant turn 2 once"):
         render_chat(tiny_tokenizer, rewriting, CHAT.messages)
 
 
@@ -170,7 +170,7 @@ def test_tokenize_records_counts_and_cache(tiny_tokenizer, tmp_path, monkeypatch
     )
     assert [e.source_id for e in examples] == ["s"]
     assert stats.num_records == 2 and stats.dropped == {"too_long": 1}
-    assert len(list(tmp_path.glob("tokenized-*.pkl"))) == 1
+    assert len(list(tmp_path.glob("tokenized-*.npz"))) == 1
 
     import data.tokenize as tok
 
@@ -225,3 +225,31 @@ def test_end_of_turn_is_read_off_every_real_template(tiny_tokenizer, shared):
         spec = json.loads(path.read_text(encoding="utf-8"))
         expected = tiny_tokenizer.eos_token if path.stem in written_as_eos else spec["end_of_turn"]
         assert end_of_turn_of(tiny_tokenizer, spec["chat_template"]) == expected, path.name
+
+
+def test_a_planted_pickle_in_the_tokenization_cache_is_refused_not_run(tiny_tokenizer, tmp_path):
+    """The cache holds arrays and JSON only (numpy .npz loaded without pickle): a pickle planted under a cache
+    key is ignored with a warning and the records are tokenized again; the pickle never runs."""
+    import os
+    import pickle
+
+    from data.tokenize import tokenization_key
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    template = ChatTemplate.resolve(tiny_tokenizer, "chatml")
+    settings = TokenizeSettings(max_seq_len=64)
+    key = tokenization_key([CHAT], tiny_tokenizer, template, settings)
+    (tmp_path / f"tokenized-{key}.npz").write_bytes(pickle.dumps(Payload()))
+    examples, stats = tokenize_records(
+        [CHAT], tokenizer=tiny_tokenizer, template=template, settings=settings, cache_dir=tmp_path
+    )
+    assert len(examples) == 1 and not marker.exists()
+    again, _ = tokenize_records(
+        [CHAT], tokenizer=tiny_tokenizer, template=template, settings=settings, cache_dir=tmp_path
+    )
+    assert again == examples  # the pickle was replaced by a real cache

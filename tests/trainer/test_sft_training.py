@@ -279,3 +279,57 @@ def test_dry_run_prints_plan(runs, tmp_path):
         timeout=300,
     )
     assert hub.returncode == 0 and "not reachable from here" in hub.stdout and "HF_HUB_OFFLINE" in hub.stdout
+
+
+def test_exact_resume_with_neftune_noise_after_kill_9(runs):
+    """Randomness in play: NEFTune draws noise every step from the per-rank RNG, which the checkpoint restores."""
+    repo, root = runs["repo"], runs["root"]
+    straight, killed = root / "neftune", root / "neftune_killed"
+    common = ("checkpoint.every_steps=2", "train.neftune_alpha=5")
+    _sft(repo, straight, *common)
+    proc = _sft(repo, killed, *common, env={"SISU_DEBUG_SIGKILL_AFTER_STEP": "3"}, check=False)
+    assert proc.returncode == -9
+    _sft(repo, killed, *common)
+    a, b = _metrics(straight), _metrics(killed)
+    assert [m["step"] for m in b] == list(range(1, STEPS + 1))
+    assert [m["loss"] for m in b] == [m["loss"] for m in a]  # bitwise on CPU
+    assert a[0]["loss"] != _metrics(runs["one"])[0]["loss"]  # the noise is there
+
+
+def test_resume_refuses_other_data_or_another_world_size(runs, tmp_path):
+    import shutil
+
+    out = tmp_path / "changed"
+    shutil.copytree(runs["one"] / "checkpoints", out / "checkpoints")
+    proc = _sft(runs["repo"], out, "train.max_steps=8", "data.sources.0.max_records=60", check=False)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr[-2000:]
+    assert "was written for other data: " in err[0] and "(records per source [66, 66] -> [60, 66])" in err[0]
+    assert "resume=none" in err[0]
+    proc = _sft(runs["repo"], out, "train.max_steps=8", nproc=2, check=False)
+    assert proc.returncode != 0
+    assert "was written by 1 ranks and this run has 2" in proc.stdout + proc.stderr
+
+
+def test_a_planted_pickle_in_a_checkpoint_is_refused_not_run(runs, tmp_path):
+    """A checkpoint directory is shared project storage: a pickle planted there must never run as whoever
+    resumes. DCP's metadata is checked against DCP's own classes first; the RNG state is safetensors."""
+    import pickle
+    import shutil
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    out = tmp_path / "planted"
+    shutil.copytree(runs["one"] / "checkpoints", out / "checkpoints")
+    newest = sorted((out / "checkpoints").iterdir())[-1]
+    (newest / ".metadata").write_bytes(pickle.dumps(Payload()))
+    proc = _sft(runs["repo"], out, "train.max_steps=8", check=False)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr[-2000:]
+    assert "not a checkpoint's metadata sisu will load (it refers to posix.system" in err[0]
+    assert not marker.exists()
+    assert sorted(p.name for p in newest.iterdir() if p.name.startswith("rng")) == ["rng_rank0.safetensors"]
