@@ -58,8 +58,34 @@ def test_language_aware_and_lumiopen_disagree_where_documented(finnish):
         if r["expected_strict"] != r["expected_lumiopen_strict"]
         or r["expected_loose"] != r["expected_lumiopen_loose"]
     }
-    # sentence rules, Finnish answer options, upper/lower-case Finnish, Finnish quotes, loose lower-case
-    assert differing == {9012, 9024, 9038, 9039, 9040, 9043, 9045}
+    # sentence rules, English answer options (LumiOpen's ifeval_fi accepts only the Finnish ones),
+    # upper/lower-case Finnish, Finnish quotes, loose lower-case
+    assert differing == {9012, 9025, 9038, 9039, 9040, 9043, 9045}
+
+
+def test_lumiopen_mode_accepts_only_the_finnish_constrained_answers():
+    """LumiOpen's ifeval_fi harness (December 2024) replaced the answer options by Finnish ones."""
+    from eval.ifeval.loading import Prompt
+
+    def verdict(response, *, language, compat):
+        prompt = Prompt(
+            key=1,
+            prompt="Onko?",
+            instruction_id_list=("detectable_format:constrained_response",),
+            kwargs=({},),
+        )
+        return (
+            score([prompt], {1: response}, language=language, compat=compat)
+            .verdicts[0]
+            .follow_instruction_list_strict[0]
+        )
+
+    assert verdict("Vastaukseni on kyllä.", language="fi", compat="lumiopen") is True
+    assert verdict("My answer is yes.", language="fi", compat="lumiopen") is False
+    assert verdict("My answer is yes.", language="fi", compat=None) is True  # language-aware: both
+    assert verdict("Vastaukseni on kyllä.", language="fi", compat=None) is True
+    assert verdict("My answer is yes.", language="en", compat=None) is True
+    assert verdict("Vastaukseni on kyllä.", language="en", compat=None) is False
 
 
 def test_responses_file_loads_with_the_cli_reader(finnish):

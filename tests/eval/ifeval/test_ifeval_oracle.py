@@ -293,8 +293,17 @@ def _random_letter_target(iid: str, kwargs: dict) -> bool:
     return iid == "keywords:letter_frequency" and not ("a" <= letter.lower() <= "z" and len(letter) == 1)
 
 
+def _lumiopen_fi_constrained(response: str) -> bool:
+    """LumiOpen's ifeval_fi (December 2024) replaced the constrained answers by Finnish ones, substring test."""
+    return any(
+        o in response.strip() for o in ("Vastaukseni on kyllä.", "Vastaukseni on ei.", "Vastaukseni on ehkä.")
+    )
+
+
 def agreement(cases, *, sentence_splitter: str = "builtin", language: str = "en", compat: str | None = None):
-    """Per instruction id: [strict agree, loose agree, total], plus the disagreeing cases."""
+    """Per instruction id: [strict agree, loose agree, total], plus the disagreeing cases. With
+    compat="lumiopen" on Finnish data the oracle is LumiOpen's harness: the reference, except its Finnish
+    constrained_response rule."""
     from eval.ifeval import score
 
     table: dict[str, list[int]] = {}
@@ -311,6 +320,14 @@ def agreement(cases, *, sentence_splitter: str = "builtin", language: str = "en"
         for j, iid in enumerate(prompt.instruction_id_list):
             if _random_letter_target(iid, prompt.kwargs[j]):
                 continue
+            if compat == "lumiopen" and language == "fi" and iid == "detectable_format:constrained_response":
+                from if_verifiable.common import get_loose_transformations
+
+                ref_strict = [*ref_strict[:j], bool(response.strip()) and _lumiopen_fi_constrained(response)]
+                ref_strict += _reference_verdicts(prompt, response)[0][j + 1 :]
+                variants = get_loose_transformations(response)
+                loose_j = any(v.strip() and _lumiopen_fi_constrained(v) for v in variants)
+                ref_loose = [*ref_loose[:j], loose_j, *ref_loose[j + 1 :]]
             row = table.setdefault(iid, [0, 0, 0])
             s_ok = ours.follow_instruction_list_strict[j] == ref_strict[j]
             l_ok = ours.follow_instruction_list_loose[j] == ref_loose[j]
