@@ -149,6 +149,13 @@ def encode_prefix(model: torch.nn.Module, token_ids: Sequence[int], *, device: t
     return PromptPrefix(tuple(token_ids), cache)
 
 
+@dataclass(frozen=True)
+class Generated:
+    texts: list[str]
+    new_tokens: int  # generated tokens, the stopping token included
+    truncated: list[bool]  # the row ran into max_new_tokens without reaching a stop
+
+
 @torch.no_grad()
 def generate_batch(
     model: torch.nn.Module,
@@ -163,8 +170,9 @@ def generate_batch(
     synced: bool = False,
     prefix: PromptPrefix | None = None,
     device: torch.device,
-) -> tuple[list[str], int]:
-    """Left-padded batched decoding with the KV cache; returns (texts, number of generated tokens).
+) -> Generated:
+    """Left-padded batched decoding with the KV cache; returns the texts, the number of generated tokens, and
+    which rows ran into `max_new_tokens` before a stop.
 
     A row ends at one of `stops.token_ids` (eos, end of turn), or at the first of `stops.strings` (an end of turn
     that is no single token; completion-mode prompts such as translation); the text is cut before the stop
@@ -207,7 +215,7 @@ def generate_batch(
             **kwargs,
         )
     new = output[:, shared + longest :].cpu()
-    texts, count = [], 0
+    texts, truncated, count = [], [], 0
     for row in new.tolist():
         cut = len(row)
         for i, token in enumerate(row):
@@ -215,8 +223,11 @@ def generate_batch(
                 cut = i
                 break
         count += min(len(row), cut + 1)
-        texts.append(cut_at_stop(tokenizer.decode(row[:cut], skip_special_tokens=True), stops.strings))
-    return texts, count
+        decoded = tokenizer.decode(row[:cut], skip_special_tokens=True)
+        text = cut_at_stop(decoded, stops.strings)
+        texts.append(text)
+        truncated.append(cut == len(row) and len(row) >= max_new_tokens and text == decoded)
+    return Generated(texts, count, truncated)
 
 
 def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
@@ -274,7 +285,7 @@ def generate_all(
             new_tokens = 0
         else:
             prompts = [token_ids[i] for i in batch] if batch else [token_ids[order[0]]]
-            texts, new_tokens = generate_batch(
+            generated = generate_batch(
                 model,
                 tokenizer,
                 prompts,
@@ -286,9 +297,16 @@ def generate_all(
                 synced=lockstep and world > 1,
                 device=device,
             )
+            new_tokens = generated.new_tokens
             rows = [
-                {"key": todo[i].key, "prompt": todo[i].prompt, "response": text, "language": language}
-                for i, text in zip(batch or [], texts)
+                {
+                    "key": todo[i].key,
+                    "prompt": todo[i].prompt,
+                    "response": text,
+                    "language": language,
+                    "truncated": cut,
+                }
+                for i, text, cut in zip(batch or [], generated.texts, generated.truncated)
             ]
         gathered = all_gather_objects((rows, new_tokens))
         if rank == 0:

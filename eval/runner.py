@@ -1,7 +1,9 @@
 """launch/eval.py's job: generate responses for each IFEval benchmark, score them, write reports.
 
-Per benchmark, OUTPUT_DIR/<name>/ receives responses.jsonl (key, prompt, response, language), verdicts.jsonl,
-and scores.json (IFEval metrics plus `response_language_rate` and the keys that failed it). OUTPUT_DIR/tb/ gets
+Per benchmark, OUTPUT_DIR/<name>/ receives responses.jsonl (key, prompt, response, language, truncated: the
+response ran into generation.max_new_tokens), generation.json (the model, template and decoding that wrote them:
+a re-run continues them only when these match), verdicts.jsonl, and scores.json (IFEval metrics plus
+`response_language_rate` and the keys that failed it, and `num_truncated` with the truncated keys). OUTPUT_DIR/tb/ gets
 the same numbers for TensorBoard and OUTPUT_DIR/categories.png the per-category chart (EN vs FI side by side).
 """
 
@@ -19,6 +21,7 @@ from eval.language import response_language_rate
 from eval.report import RunScores, category_accuracies, plot_categories
 from trainer.config import atomic_write_text, write_config
 from trainer.distributed import init_distributed, seed_everything, setup_logging, teardown
+from trainer.fingerprint import model_fingerprint
 from trainer.model import load_tokenizer
 
 logger = logging.getLogger("sisu")
@@ -61,6 +64,50 @@ def resolve_eval_template(tokenizer: object, name: str) -> ChatTemplate:
     return template
 
 
+IDENTITY = "generation.json"
+
+
+def generation_identity(cfg: EvalConfig, template: ChatTemplate) -> dict:
+    """What the responses of a run depend on: the model (path and a fingerprint of its weights and tokenizer),
+    the chat template and the decoding settings. Written beside responses.jsonl; a run continues earlier
+    responses only when it matches."""
+    generation = cfg.generation
+    decoding = {"max_new_tokens": generation.max_new_tokens, "do_sample": generation.do_sample}
+    if generation.do_sample:
+        decoding.update(temperature=generation.temperature, top_p=generation.top_p, seed=cfg.seed)
+    return {
+        "model": {
+            "path": cfg.model.path,
+            "tokenizer": cfg.model.tokenizer,
+            "fingerprint": model_fingerprint(cfg.model, seed=cfg.seed),
+        },
+        "template": {"name": template.name, "source": template.source, "end_of_turn": template.end_of_turn},
+        "generation": decoding,
+    }
+
+
+def check_earlier_responses(bench_dir: Path, identity: dict) -> None:
+    """Refuse to continue responses that another model, template or decoding wrote (one line)."""
+    responses = bench_dir / "responses.jsonl"
+    if not responses.is_file() or not responses.read_text(encoding="utf-8").strip():
+        return
+    record = bench_dir / IDENTITY
+    if not record.is_file():
+        differs = "responses without a record of the model that wrote them"
+    else:
+        earlier = json.loads(record.read_text(encoding="utf-8"))
+        changed = [key for key in ("model", "template", "generation") if earlier.get(key) != identity[key]]
+        if not changed:
+            return
+        names = {"model": "model", "template": "chat template", "generation": "decoding settings"}
+        differs = "responses of another " + " and ".join(names[key] for key in changed)
+        if "model" in changed:
+            differs += f" ({earlier.get('model', {}).get('path')})"
+    raise ValueError(
+        f"{bench_dir} holds {differs}: use another output_dir, or delete {responses} to start over"
+    )
+
+
 def run_eval(cfg: EvalConfig) -> None:
     if not cfg.benchmarks:
         raise ValueError("eval: benchmarks is empty; add e.g. {name: ifeval_en, path: google/IFEval}")
@@ -68,16 +115,20 @@ def run_eval(cfg: EvalConfig) -> None:
     if len(set(names)) != len(names):
         raise ValueError(f"eval: benchmark names must be unique, got {names}")
     benchmarks = [(bench, load_benchmark(bench)) for bench in cfg.benchmarks]  # fail fast on bad files
+    # every rank checks before the process group starts, so a refusal stops all of them alike
+    tokenizer = load_tokenizer(cfg.model)
+    template = resolve_eval_template(tokenizer, cfg.template)
+    out = Path(cfg.output_dir)
+    identity = generation_identity(cfg, template)
+    for bench, _prompts in benchmarks:
+        check_earlier_responses(out / bench.name, identity)
     info = init_distributed(backend=cfg.distributed.backend, timeout_minutes=cfg.distributed.timeout_minutes)
     try:
         setup_logging(rank=info.rank)
         seed_everything(cfg.seed)
-        out = Path(cfg.output_dir)
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
             write_config(cfg, out / "config.yaml")
-        tokenizer = load_tokenizer(cfg.model)
-        template = resolve_eval_template(tokenizer, cfg.template)
         model = load_generation_model(
             cfg.model, sharding=cfg.sharding, info=info, vocab_size=len(tokenizer), seed=cfg.seed
         )
@@ -94,6 +145,9 @@ def run_eval(cfg: EvalConfig) -> None:
             bench_dir = out / bench.name
             if info.is_main:
                 bench_dir.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(
+                    bench_dir / IDENTITY, json.dumps(identity, indent=2, ensure_ascii=False) + "\n"
+                )
                 logger.info("%s: %d prompts (%s)", bench.name, len(prompts), bench.path)
             items = [GenerationItem(prompt_key(p), p.prompt) for p in prompts]
             rows = generate_all(
@@ -125,10 +179,20 @@ def score_benchmark(bench: BenchmarkConfig, prompts: list[Prompt], rows: list[di
     scores = score(prompts, responses, language=bench.language)
     write_outputs(scores, bench_dir)
     rate, failed = response_language_rate(rows, bench.language)
+    truncated = [row["key"] for row in rows if row.get("truncated")]
     summary = scores.as_dict()
-    summary.update(response_language_rate=rate, response_language_failed_keys=failed, benchmark=bench.name)
+    summary.update(
+        response_language_rate=rate,
+        response_language_failed_keys=failed,
+        num_truncated=len(truncated),
+        truncated_keys=truncated,
+        benchmark=bench.name,
+    )
     atomic_write_text(bench_dir / "scores.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    print(f"\n{bench.name}: {len(rows)} responses; response language {bench.language}: {100 * rate:.1f}%")
+    print(
+        f"\n{bench.name}: {len(rows)} responses ({len(truncated)} cut at generation.max_new_tokens); "
+        f"response language {bench.language}: {100 * rate:.1f}%"
+    )
     print(format_table(scores))
     return summary
 

@@ -26,6 +26,7 @@ from trainer.attention import check_packing_supported
 from trainer.batching import PairBatching
 from trainer.builder import build_sharded_model
 from trainer.distributed import DistInfo, reduce_tensor, reduce_values
+from trainer.fingerprint import model_fingerprint
 from trainer.forward import pair_logps
 from trainer.jobs import DPOConfig
 from trainer.objectives import DPOObjective
@@ -49,18 +50,6 @@ def reference_model_config(cfg: DPOConfig) -> ModelConfig:
     if cfg.reference.path is None:
         return cfg.model
     return ModelConfig(**{**cfg.model.__dict__, "path": cfg.reference.path, "init_config": None})
-
-
-def model_fingerprint(model_cfg: ModelConfig, *, seed: int) -> str:
-    """Identity of the reference weights: the init config and seed, or the weight files' names, sizes and mtimes."""
-    if model_cfg.init_config is not None:
-        return json.dumps({"init_config": model_cfg.init_config, "seed": seed}, sort_keys=True, default=str)
-    assert model_cfg.path is not None
-    path = Path(os.path.expanduser(model_cfg.path))
-    if not path.is_dir():
-        return json.dumps({"hub": model_cfg.path})
-    files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
-    return json.dumps([[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files])
 
 
 def reference_cache_path(

@@ -33,6 +33,7 @@ DetectorFactory.seed = 0  # langdetect samples at random; a fixed seed makes eve
 
 REASONS = (
     "empty_segment",
+    "budget_cut",
     "untranslated_segment",
     "scaffolding",
     "repetition",
@@ -52,6 +53,7 @@ class TranslatedField:
     original: str
     translated: str
     segments: tuple[tuple[str, str], ...] = ()
+    cut: tuple[str, ...] = ()  # source segments whose translation ran into the token budget
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,11 +119,20 @@ def _same(a: str, b: str) -> bool:
 class Cleaner:
     """Applies the enabled filters of a CleaningConfig to translated items."""
 
-    def __init__(self, cfg: CleaningConfig, *, target_lang: str, markers: Sequence[str]) -> None:
+    def __init__(
+        self,
+        cfg: CleaningConfig,
+        *,
+        target_lang: str,
+        markers: Sequence[str],
+        equivalents: Sequence[Sequence[str]] = (),
+    ) -> None:
         self.cfg = cfg
         self.target_lang = target_lang
         extra = list(cfg.scaffolding.markers)
         self.markers = tuple(dict.fromkeys(m for m in (*markers, *extra) if m.strip()))
+        groups = [*cfg.scaffolding.equivalents, *equivalents]
+        self.equivalents = [tuple(m.casefold() for m in group) for group in groups if group]
 
     def check(self, fields: Sequence[TranslatedField]) -> list[Problem]:
         """The problems of one item: at most one per reason (its first failing field), in REASONS order."""
@@ -144,6 +155,12 @@ class Cleaner:
                         Problem("empty_segment", field.name, "empty translation", snippet(source))
                     )
                     break
+        if cfg.budget_cut.enabled and field.cut:
+            problems.append(
+                Problem(
+                    "budget_cut", field.name, "translation stopped at its token budget", snippet(field.cut[0])
+                )
+            )
         if cfg.untranslated.enabled:
             for source, target in field.segments:
                 if _same(source, target) and count_letters(INLINE_CODE.sub("", source)) >= (
@@ -155,8 +172,11 @@ class Cleaner:
                     break
         if cfg.scaffolding.enabled:
             original, translated = field.original.casefold(), field.translated.casefold()
+            # a marker the original has (or one that translates it) may be in a correct translation
+            allowed = {m for group in self.equivalents if any(m in original for m in group) for m in group}
             for marker in self.markers:
-                if marker.casefold() in translated and marker.casefold() not in original:
+                folded = marker.casefold()
+                if folded in translated and folded not in original and folded not in allowed:
                     problems.append(
                         Problem("scaffolding", field.name, f"contains {marker!r}", snippet(field.translated))
                     )

@@ -124,6 +124,12 @@ class ScaffoldingFilterConfig:
         help="Further strings (case-insensitive) that betray prompt scaffolding.",
         factory=lambda: ["Translate the following", "Translate into", "Translation:", "Käännös:"],
     )
+    equivalents: list[list[str]] = option(
+        help="Groups of markers that translate each other: when the original contains one of a group, the "
+        "translation may contain any of them (a correct 'Käännös:' for 'Translation:' is not scaffolding). The "
+        "prompt's two labels (e.g. 'English:', 'Finnish:') always form a group.",
+        factory=lambda: [["Translation:", "Käännös:"]],
+    )
 
 
 @dataclasses.dataclass
@@ -137,11 +143,23 @@ class UntranslatedFilterConfig:
 
 
 @dataclasses.dataclass
+class BudgetCutFilterConfig:
+    """Remove items with a segment whose translation ran into its token budget (cut off, not finished)."""
+
+    enabled: bool = option(True, help="Apply this filter (reason `budget_cut`).")
+
+
+@dataclasses.dataclass
 class CleaningConfig:
     """Filters applied to every translated item; each removal is counted by reason in report.json."""
 
     empty: FilterSwitch = option(
         help="Reason `empty_segment`: a segment with letters translated to nothing.", factory=FilterSwitch
+    )
+    budget_cut: BudgetCutFilterConfig = option(
+        help="Reason `budget_cut`: a segment's translation stopped at its token budget "
+        "(segments.length_factor x its tokens + segments.extra_new_tokens, at most generation.max_new_tokens).",
+        factory=BudgetCutFilterConfig,
     )
     untranslated: UntranslatedFilterConfig = option(
         help="Reason `untranslated_segment`.", factory=UntranslatedFilterConfig

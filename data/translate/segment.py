@@ -9,7 +9,8 @@
 - each line's indentation, blockquote markers (`> `), markdown header markers (`## `), list markers (`- `,
   `* `, `+ `, `1. `, `1) `) and task boxes (`[ ] `), and trailing whitespace;
 - the pipes and padding of table rows (`| a | b |`: each cell is its own segment);
-- anything without a letter (numbers, rules like `---`, separator rows, emoji).
+- anything without a letter (numbers, rules like `---`, separator rows, emoji), and a bare URL or e-mail
+  address (optionally in `<...>`): there is nothing to translate, and a model would only copy or mangle it.
 
 A segment is the rest of one line (or one table cell). Lines longer than `max_chars` are split at sentence ends
 (`.`, `!`, `?`, `…` followed by whitespace) into pieces of at most `max_chars` where possible; the whitespace
@@ -33,6 +34,7 @@ TABLE_ROW = re.compile(r"^[ \t]*\|.*\|[ \t\r]*$")
 CELL_SPLIT = re.compile(r"(?<!\\)\|")
 SENTENCE_GAP = re.compile(r"([.!?…][\"'’”)\]]*)(\s+)(?=\S)")
 INLINE_CODE = re.compile(r"`[^`\n]+`")
+BARE_ADDRESS = re.compile(r"^<?(?:[a-zA-Z][a-zA-Z0-9+.-]*://\S+|www\.\S+|[\w.+-]+@[\w-]+(?:\.[\w-]+)+)>?$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +116,7 @@ def split_text(text: str, *, max_chars: int = 600) -> Template:
 def _add_core(builder: _Builder, text: str, *, max_chars: int) -> None:
     """Leading and trailing whitespace verbatim; the core as one or more segments (or verbatim)."""
     core = text.strip()
-    if not core or not has_letters(core):
+    if not core or not has_letters(core) or BARE_ADDRESS.match(core):
         builder.verbatim(text)
         return
     start = text.index(core)

@@ -89,11 +89,13 @@ class TranslateConfig:
 
 
 def settings(cfg: TranslateConfig) -> dict:
-    """The settings that shape the translations (a re-run must use the same ones)."""
+    """The settings that shape the translations (a re-run must use the same ones), the sources included: two
+    datasets whose ids are row numbers must never share translations."""
     raw = config_to_dict(cfg)
     model = {k: raw["model"][k] for k in ("path", "tokenizer", "init_config", "dtype")}
     out = {
         "model": model,
+        "sources": raw["sources"],
         "source_lang": cfg.source_lang,
         "target_lang": cfg.target_lang,
         "roles": raw["roles"],

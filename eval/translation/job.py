@@ -85,7 +85,8 @@ def check_settings(out_dir: Path, current: dict) -> None:
 
 def build_prompt_and_cleaner(cfg: TranslateConfig) -> tuple[FewShotPrompt, Cleaner]:
     prompt = FewShotPrompt.from_config(cfg.prompt, source_lang=cfg.source_lang, target_lang=cfg.target_lang)
-    cleaner = Cleaner(cfg.cleaning, target_lang=cfg.target_lang, markers=prompt.markers)
+    labels = [f"{prompt.source_label}:", f"{prompt.target_label}:"]  # each translates the other
+    cleaner = Cleaner(cfg.cleaning, target_lang=cfg.target_lang, markers=prompt.markers, equivalents=[labels])
     return prompt, cleaner
 
 

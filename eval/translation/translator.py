@@ -13,6 +13,8 @@ from data.translate.segment import split_text
 from eval.generate import encode_prefix, generate_batch, stops_for
 from trainer.distributed import reduce_values
 
+# segments -> translations; a translator may also expose `budget_cut`, the segments of its last call whose
+# translation ran into the token budget (ModelTranslator does)
 Translate = Callable[[Sequence[str]], Sequence[str]]
 
 
@@ -43,6 +45,7 @@ def translate_chunk(
     outputs = list(translate(unique))  # also with nothing to do: sharded models translate in lockstep
     if len(outputs) != len(unique):
         raise RuntimeError(f"translator returned {len(outputs)} texts for {len(unique)} segments")
+    cut = set(getattr(translate, "budget_cut", ()))  # segments whose translation ran into the budget
     rows = []
     for item, templates in plans:
         texts: dict[str, str] = {}
@@ -51,7 +54,8 @@ def translate_chunk(
             translations = [outputs[index[s]] for s in template.segments]
             texts[field.name] = template.fill(translations)
             pairs = tuple(zip(template.segments, translations))
-            checked.append(TranslatedField(field.name, field.text, texts[field.name], pairs))
+            field_cut = tuple(s for s in template.segments if s in cut)
+            checked.append(TranslatedField(field.name, field.text, texts[field.name], pairs, field_cut))
         problems = cleaner.check(checked)
         rows.append(
             {
@@ -111,6 +115,7 @@ class ModelTranslator:
         return self.tokenizer(self.prompt.suffix(segment), add_special_tokens=False)["input_ids"]
 
     def __call__(self, segments: Sequence[str]) -> list[str]:
+        self.budget_cut: list[str] = []  # of this call's segments, those whose translation hit the budget
         prompts = [self.encode(s) for s in segments]
         lengths = [len(self.tokenizer(s, add_special_tokens=False)["input_ids"]) for s in segments]
         order = sorted(range(len(segments)), key=lambda i: (-len(prompts[i]), i))
@@ -138,7 +143,7 @@ class ModelTranslator:
                 continue
             longest = max(lengths[i] for i in batch)
             budget = min(self.max_new_tokens, math.ceil(self.length_factor * longest) + self.extra_new_tokens)
-            texts, count = generate_batch(
+            generated = generate_batch(
                 self.model,
                 self.tokenizer,
                 [prompts[i] for i in batch],
@@ -148,7 +153,9 @@ class ModelTranslator:
                 prefix=self.prefix,
                 device=self.device,
             )
-            self.new_tokens += count
-            for i, text in zip(batch, texts):
+            self.new_tokens += generated.new_tokens
+            for i, text, truncated in zip(batch, generated.texts, generated.truncated):
                 outputs[i] = self.prompt.clean(text)
+                if truncated:
+                    self.budget_cut.append(segments[i])
         return outputs

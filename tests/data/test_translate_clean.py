@@ -137,4 +137,28 @@ def test_first_reason_order_and_one_problem_per_reason():
     found = cleaner().check([bad, field(EN, "English: x", "messages.2")])
     assert [p.reason for p in found] == ["scaffolding", "repetition", "length_ratio"]
     assert found[0].field == "messages.1" and "Finnish:" in found[0].detail
-    assert list(REASONS)[:3] == ["empty_segment", "untranslated_segment", "scaffolding"]
+    assert list(REASONS)[:4] == ["empty_segment", "budget_cut", "untranslated_segment", "scaffolding"]
+
+
+def test_a_translated_marker_of_the_original_is_not_scaffolding():
+    """'Translation:' in the original translates to 'Käännös:': correct, not the prompt echoing back."""
+    original = "Translation: the word 'sisu' has no exact English equivalent, it means grit."
+    translated = (
+        "Käännös: sanalla 'sisu' ei ole tarkkaa englanninkielistä vastinetta, se tarkoittaa sitkeyttä."
+    )
+    assert "scaffolding" not in reasons([field(original, translated)])
+    # without it in the original, the same output is scaffolding; the prompt's labels translate each other too
+    assert "scaffolding" in reasons([field(EN, "Käännös: " + FI)])
+    labels = Cleaner(build_config(CleaningConfig, {}), target_lang="fi", markers=MARKERS,
+                     equivalents=[["English:", "Finnish:"]])  # fmt: skip
+    assert [p.reason for p in labels.check([field("English: a word", "Finnish: sana")])] != ["scaffolding"]
+    assert "scaffolding" in [p.reason for p in labels.check([field(EN, "Finnish: " + FI)])]
+
+
+def test_a_segment_cut_by_its_budget_is_removed_and_counted():
+    cut = TranslatedField("messages.1", EN, FI, ((EN, FI),), cut=(EN,))
+    found = cleaner().check([cut])
+    assert [p.reason for p in found][:1] == ["budget_cut"] and found[0].detail.startswith(
+        "translation stopped"
+    )
+    assert "budget_cut" not in reasons([cut], budget_cut={"enabled": False})

@@ -257,3 +257,12 @@ def test_custom_prompt_and_other_languages_need_examples():
         FewShotPrompt.from_config(TranslatePromptConfig(), source_lang="en", target_lang="sv")
     with pytest.raises(ValueError, match="placeholders"):
         FewShotPrompt.from_config(TranslatePromptConfig(header="{oops}"), source_lang="en", target_lang="fi")
+
+
+def test_bare_urls_and_addresses_stay_verbatim():
+    """Nothing to translate in a bare URL or address: never sent to the model, so never `untranslated`."""
+    text = "See the docs:\nhttps://example.com/a?b=1\n- <https://sisu.example/x>\nwww.example.fi\nmail@example.fi\n"
+    template = split_text(text)
+    assert template.segments == ("See the docs:",)
+    assert template.fill(["Katso ohjeet:"]) == text.replace("See the docs:", "Katso ohjeet:")
+    assert split_text("Read https://example.com first.").segments == ("Read https://example.com first.",)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -80,7 +81,8 @@ def reference_run(tiny_model, tmp_path_factory):
 
 def test_outputs_and_scores(reference_run):
     rows = _responses(reference_run)
-    assert len(rows) == 6 and all(set(r) == {"key", "prompt", "response", "language"} for r in rows)
+    assert len(rows) == 6
+    assert all(set(r) == {"key", "prompt", "response", "language", "truncated"} for r in rows)
     source = [
         json.loads(line) for line in open(os.path.join(REPO, "..", "shared", "ifeval", "input_data.jsonl"))
     ]
@@ -126,6 +128,8 @@ def test_interrupted_generation_resumes_without_redoing_work(tiny_model, referen
     marked = [dict(row, response=f"KEPT {row['key']}") for row in done]
     partial = "".join(json.dumps(row) + "\n" for row in marked) + '{"key": 99, "resp'  # cut by a kill
     (out / "ifeval_en" / "responses.jsonl").write_text(partial)
+    # the record of the model that wrote them, as the interrupted run of the same model left it
+    shutil.copy(reference_run / "ifeval_en" / "generation.json", out / "ifeval_en" / "generation.json")
     proc = _eval(tiny_model, out, "generation.batch_size=4")
     assert "3 of 6 responses already in" in proc.stdout + proc.stderr
     rows = _responses(out)
@@ -200,3 +204,38 @@ def test_generation_stops_at_the_end_of_turn_and_every_configured_eos(repo):
         base, SimpleNamespace(generation_config=None), end_of_turn="<|im_end|>", strings=["###"]
     )
     assert stops.token_ids == (257,) and stops.strings == ("###", "<|im_end|>")
+
+
+def test_eval_never_continues_responses_of_another_model(tiny_model, reference_run, tmp_path):
+    """Model B evaluated into model A's folder: refused in one line, A's responses untouched; other decoding
+    settings too. Responses cut at max_new_tokens are marked and counted."""
+    from safetensors.torch import load_file, save_file
+
+    other = tmp_path / "model_b"
+    shutil.copytree(tiny_model, other)
+    weights = load_file(other / "model.safetensors")
+    save_file(
+        {k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()}, other / "model.safetensors"
+    )
+    out = tmp_path / "shared_out"
+    shutil.copytree(reference_run, out)
+    before = (out / "ifeval_en" / "responses.jsonl").read_text()
+    for overrides, what in (
+        ([f"model.path={other}"], "responses of another model"),
+        (
+            [f"model.path={tiny_model}", "generation.max_new_tokens=8"],
+            "responses of another decoding settings",
+        ),
+    ):
+        cmd = [sys.executable, "launch/eval.py", "--config", TINY_EVAL, f"output_dir={out}", *overrides]
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=_env(), timeout=600)
+        err = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(err) == 1, proc.stderr[-2000:]
+        assert f"ifeval_en holds {what}" in err[0] and "delete" in err[0] and "responses.jsonl" in err[0]
+    assert (out / "ifeval_en" / "responses.jsonl").read_text() == before
+    # the same model and settings continue (nothing to do), and the counts of cut responses are reported
+    _eval(tiny_model, out)
+    scores = json.loads((out / "ifeval_en" / "scores.json").read_text())
+    rows = _responses(out)
+    assert scores["num_truncated"] == sum(r["truncated"] for r in rows) == len(scores["truncated_keys"])
+    assert scores["num_truncated"] >= 1  # a random model rarely stops within tiny_eval's 24 new tokens

@@ -12,7 +12,7 @@ from eval.translation.config import TranslateConfig
 from eval.translation.job import build_prompt_and_cleaner, load_items
 from eval.translation.report import PROGRESS, finalize, format_summary
 from eval.translation.translator import translate_chunk
-from trainer.config import build_config
+from trainer.config import build_config, config_to_dict
 
 # --- the pipeline with a fake translator -------------------------------------------------------------------
 
@@ -167,3 +167,35 @@ def test_translator_failure_propagates_and_finalize_refuses_missing_items(job):
     items, reports = load_items(job)
     with pytest.raises(RuntimeError, match="missing"):
         finalize(job, items, reports)
+
+
+def test_a_rerun_on_other_sources_is_refused(job, tmp_path):
+    """Item keys are source index, position and source id: two datasets whose ids are row numbers would share
+    them, so the recorded settings include the sources and another source list is refused."""
+    from eval.translation.config import settings
+    from eval.translation.job import SETTINGS, check_settings
+
+    out = Path(job.output_dir)
+    (out / SETTINGS).write_text(json.dumps(settings(job)), encoding="utf-8")
+    (out / PROGRESS).write_text('{"key": "0:0:c1"}\n', encoding="utf-8")
+    check_settings(out, settings(job))  # the same sources continue
+    other = tmp_path / "other.jsonl"
+    other.write_text(Path(job.sources[0].path).read_text(encoding="utf-8"), encoding="utf-8")
+    moved = build_config(
+        TranslateConfig, {**config_to_dict(job), "sources": [{"path": str(other), "format": "messages"}]}
+    )
+    with pytest.raises(ValueError, match="holds a translation made with other settings \\(sources differ\\)"):
+        check_settings(out, settings(moved))
+
+
+def test_a_translation_cut_by_its_budget_is_removed(job):
+    class CuttingTranslator:
+        budget_cut: list[str] = []
+
+        def __call__(self, segments):
+            self.budget_cut = [s for s in segments if s.startswith("LOOP")]
+            return fake_translate(segments)
+
+    items, reports, _ = run_fake(job, translate=CuttingTranslator())
+    report = finalize(job, items, reports)
+    assert report["removed_by_reason"]["budget_cut"] >= 1
