@@ -7,6 +7,19 @@ class DataError(ValueError):
     """One-line user error: '<file>:<line>: <problem>' (or '<file>: record N: ...' for parquet/hub)."""
 
 
+class Unreachable(DataError):
+    """A hub dataset or model that cannot be reached from here (offline and not in the local cache). The only
+    failure a --dry-run reports as a note instead of an error: the run itself, on a node that can reach it or
+    after a download, may well succeed."""
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is off limits (HF_HUB_OFFLINE or HF_DATASETS_OFFLINE)."""
+    import os
+
+    return "1" in (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("HF_DATASETS_OFFLINE"))
+
+
 class InvalidRecord(DataError):
     """A problem confined to one row or record: fatal with on_invalid=error, a counted skip with skip.
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from data.errors import DataError, InvalidRecord, preview
+from data.errors import DataError, InvalidRecord, Unreachable, hub_offline, preview
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark (written by some Windows editors) is not content
@@ -183,7 +183,8 @@ def _hub_rows(path: str, *, name: str | None, split: str) -> Iterator[Row]:
         dataset = datasets.load_dataset(path, name, split=split)
     except Exception as exc:  # noqa: BLE001 - any failure here is "could not load this source"
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{path}: could not load dataset (name={name}, split={split}): {first}") from exc
+        error = Unreachable if hub_offline() else DataError  # offline, a hub dataset cannot be told apart
+        raise error(f"{path}: could not load dataset (name={name}, split={split}): {first}") from exc
     if len(dataset) == 0:
         raise DataError(f"{path}: split {split!r} has no rows")
     for index, value in enumerate(dataset):

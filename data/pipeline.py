@@ -175,6 +175,20 @@ def mark_trained_text(
     return "".join(pieces)
 
 
+def examples_by_source(bundle: DataBundle) -> dict[tuple[str, str], list[int]]:
+    """Indices of the examples of each (source, language), sources as data.sources names them, in data order."""
+    labels = sorted((report.source for report in bundle.reports), key=len, reverse=True)
+    source_of: dict[tuple[str, str], str] = {}
+    for record in bundle.records:
+        label = next((lab for lab in labels if record.origin.startswith(lab)), record.origin)
+        source_of.setdefault((record.source_id, record.lang), label)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for index, example in enumerate(bundle.examples):
+        label = source_of.get((example.source_id, example.lang), "?")
+        groups.setdefault((label, example.lang), []).append(index)
+    return groups
+
+
 def rendered_spans(tokenizer: Any, template: ChatTemplate, record: ChatRecord) -> list[str]:
     """The assistant spans of a record as text (used by tests and inspection)."""
     rendered = render_chat(tokenizer, template, record.messages)

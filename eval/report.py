@@ -39,6 +39,30 @@ def load_run(path: str | Path, name: str | None = None) -> RunScores:
     return run
 
 
+def run_names(paths: Sequence[str | Path]) -> list[str]:
+    """A distinct name per run directory: the part of its path that differs from the others.
+
+    `outputs/poro34b/sft_a/eval` and `outputs/poro34b/dpo_b/eval` are `sft_a` and `dpo_b`; a single run is its
+    directory's name. Paths that name the same directory get `(2)`, `(3)` ... so no two rows share a name.
+    """
+    parts = [Path(p).resolve().parts for p in paths]
+    if len(parts) == 1:
+        return [parts[0][-1]]
+    head = 0
+    while all(len(q) > head + 1 for q in parts) and len({q[head] for q in parts}) == 1:
+        head += 1
+    tail = 0
+    while all(len(q) > head + tail + 1 for q in parts) and len({q[len(q) - 1 - tail] for q in parts}) == 1:
+        tail += 1
+    names = ["/".join(q[head : len(q) - tail]) or q[-1] for q in parts]
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return unique
+
+
 def _percent(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.2f}"
 

@@ -13,6 +13,7 @@ import json
 import logging
 from pathlib import Path
 
+from data.errors import Unreachable, hub_offline
 from data.templates import ChatTemplate
 from eval.config import BenchmarkConfig, EvalConfig
 from eval.generate import GenerationItem, generate_all, load_generation_model, stops_for
@@ -35,7 +36,12 @@ def load_benchmark(bench: BenchmarkConfig) -> list[Prompt]:
             raise ValueError(f"benchmark {bench.name}: {path} not found")
         prompts = load_prompts(path)
     else:
-        prompts = load_hub_prompts(bench.path, config=bench.subset, split=bench.split)
+        try:
+            prompts = load_hub_prompts(bench.path, config=bench.subset, split=bench.split)
+        except (ValueError, OSError) as exc:
+            if not hub_offline():
+                raise
+            raise Unreachable(f"benchmark {bench.name}: {str(exc).splitlines()[0]}") from None
     if bench.exclude_other_languages:
         prompts = [p for p in prompts if all(lang == bench.language for lang in p.response_languages())]
     if bench.limit is not None:

@@ -9,21 +9,42 @@ A re-run continues where an interrupted one stopped (responses.jsonl is appended
 
 import os
 import sys
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from data.errors import Unreachable  # noqa: E402
 from eval.config import EvalConfig  # noqa: E402
-from eval.runner import load_benchmark, run_eval  # noqa: E402
+from eval.runner import (  # noqa: E402
+    check_earlier_responses,
+    generation_identity,
+    load_benchmark,
+    resolve_eval_template,
+    run_eval,
+)
 from trainer.cli import run_job  # noqa: E402
+from trainer.model import load_tokenizer  # noqa: E402
 
 
 def dry_run(cfg: EvalConfig, world_size: int) -> list[str]:
+    """What the run would check first: benchmarks, model and tokenizer, template, earlier responses. Only what
+    is unreachable offline (hub data or models not in the cache) is a note; anything else fails as the run would."""
     lines = [f"config valid; output_dir {cfg.output_dir}; world size {world_size}; sharding {cfg.sharding}"]
     for bench in cfg.benchmarks:
         try:
             lines.append(f"{bench.name}: {len(load_benchmark(bench))} prompts from {bench.path}")
-        except (ValueError, OSError) as exc:
+        except Unreachable as exc:
             lines.append(f"{bench.name}: not reachable from here ({str(exc).splitlines()[0]})")
+    try:
+        tokenizer = load_tokenizer(cfg.model)
+    except Unreachable as exc:
+        lines.append(f"model: not reachable from here ({str(exc).splitlines()[0]})")
+    else:
+        template = resolve_eval_template(tokenizer, cfg.template)
+        identity = generation_identity(cfg, template)
+        for bench in cfg.benchmarks:
+            check_earlier_responses(Path(cfg.output_dir) / bench.name, identity)
+        lines.append(f"chat template: {template.name} (end of turn {template.end_of_turn!r})")
     lines.append(
         f"generation: batch {cfg.generation.batch_size}, max_new_tokens {cfg.generation.max_new_tokens}, "
         f"{'sampling' if cfg.generation.do_sample else 'greedy'}"

@@ -17,6 +17,7 @@ from eval.report import (  # noqa: E402
     category_accuracies,
     load_run,
     plot_categories,
+    run_names,
     table_rows,
     to_csv,
     to_markdown,
@@ -33,13 +34,19 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--out", default="report.md", help="Markdown output path (CSV and PNG beside it)")
     parser.add_argument("--metric", default="inst_level_strict_acc", choices=METRICS)
-    parser.add_argument("--names", nargs="*", help="row names (default: the directory names)")
+    parser.add_argument(
+        "--names", nargs="*", help="row names (default: the part of each path that differs from the others)"
+    )
     args = parser.parse_args(argv)
     if args.names and len(args.names) != len(args.runs):
         print("error: --names needs one name per run directory", file=sys.stderr)
         return 2
+    if args.names and len(set(args.names)) != len(args.names):
+        print(f"error: --names must be distinct, got {args.names}", file=sys.stderr)
+        return 2
     try:
-        runs = [load_run(path, name) for path, name in zip(args.runs, args.names or [None] * len(args.runs))]
+        names = args.names or run_names(args.runs)
+        runs = [load_run(path, name) for path, name in zip(args.runs, names)]
         rows = table_rows(runs, metric=args.metric)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from data.errors import Unreachable
 from data.templates import ChatTemplate
 from trainer import attention
 from trainer.settings import ModelConfig
@@ -43,7 +44,7 @@ def check_reachable(path: str) -> None:
         from huggingface_hub import try_to_load_from_cache
 
         if try_to_load_from_cache(path, "config.json") is None:
-            raise ModelNotFound(
+            raise Unreachable(
                 f"{path!r} is a hub id, HF_HUB_OFFLINE=1 and it is not in the local cache: download it on a node "
                 "with internet access (huggingface-cli download) or point model.path at a local directory"
             )

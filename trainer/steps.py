@@ -6,6 +6,7 @@ import dataclasses
 import math
 from typing import Any
 
+from data.errors import Unreachable
 from data.pipeline import build_dataset
 from trainer.model import prepare_tokenizer
 
@@ -110,7 +111,9 @@ def dry_run_plan(cfg: Any, *, expect: str, world_size: int) -> list[str]:
         bundle = build_dataset(
             cfg.data, tokenizer=tokenizer, max_seq_len=cfg.train.max_seq_len, expect=expect
         )
-    except (ValueError, OSError) as exc:
+    except (
+        Unreachable
+    ) as exc:  # only what a node with the hub (or its cache) could load; every other error stops
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         lines.append(f"not reachable from here, so no data statistics or step counts: {reason}")
         return lines

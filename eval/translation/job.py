@@ -24,6 +24,7 @@ import logging
 import time
 from pathlib import Path
 
+from data.errors import Unreachable
 from data.mix import select_fraction
 from data.records import LoadReport
 from data.sources import load_source
@@ -50,23 +51,31 @@ def load_items(cfg: TranslateConfig) -> tuple[list[Item], list[LoadReport]]:
     if not cfg.sources:
         raise ValueError("translate: sources is empty; add e.g. {path: data/samples/chat_en.jsonl}")
     items, reports = [], []
-    for index, source in enumerate(cfg.sources):
-        records, report = load_source(source, on_invalid=cfg.on_invalid)
-        other = sorted({r.lang for r in records} - {cfg.source_lang})
-        if other:
-            raise ValueError(
-                f"{source.path}: records in {', '.join(other)} but source_lang is {cfg.source_lang!r} "
-                f"(set sources.{index}.lang to keep only {cfg.source_lang!r} rows)"
-            )
-        selected = {id(r) for r in select_fraction(records, fraction=source.fraction, seed=cfg.seed)}
-        report.num_selected = len(selected)
-        items += [
-            Item(f"{index}:{position}:{record.source_id}", index, record)
-            for position, record in enumerate(records)
-            if id(record) in selected
-        ]
+    for index in range(len(cfg.sources)):
+        source_items, report = source_items_of(cfg, index)
+        items += source_items
         reports.append(report)
     return items, reports
+
+
+def source_items_of(cfg: TranslateConfig, index: int) -> tuple[list[Item], LoadReport]:
+    """The work items of source `index`; one-line errors for bad rows and records in another language."""
+    source = cfg.sources[index]
+    records, report = load_source(source, on_invalid=cfg.on_invalid)
+    other = sorted({r.lang for r in records} - {cfg.source_lang})
+    if other:
+        raise ValueError(
+            f"{source.path}: records in {', '.join(other)} but source_lang is {cfg.source_lang!r} "
+            f"(set sources.{index}.lang to keep only {cfg.source_lang!r} rows)"
+        )
+    selected = {id(r) for r in select_fraction(records, fraction=source.fraction, seed=cfg.seed)}
+    report.num_selected = len(selected)
+    items = [
+        Item(f"{index}:{position}:{record.source_id}", index, record)
+        for position, record in enumerate(records)
+        if id(record) in selected
+    ]
+    return items, report
 
 
 def check_settings(out_dir: Path, current: dict) -> None:
@@ -155,23 +164,22 @@ def run_translate(cfg: TranslateConfig) -> None:
 
 
 def dry_run(cfg: TranslateConfig, world_size: int) -> list[str]:
-    """Validate, count records and segments, show the prompt of the first segment (sources that cannot be read
-    from here, e.g. hub datasets offline, are reported and skipped)."""
+    """Validate as the run does (sources, languages, earlier outputs' settings), count records and segments, show
+    the prompt of the first segment. Only hub datasets unreachable offline are reported and skipped."""
     prompt, _ = build_prompt_and_cleaner(cfg)
     lines = [f"config valid; output_dir {cfg.output_dir}; world size {world_size}"]
     if not cfg.sources:
         raise ValueError("translate: sources is empty; add e.g. {path: data/samples/chat_en.jsonl}")
+    check_settings(Path(cfg.output_dir), settings(cfg))
     records = []
-    for source in cfg.sources:
+    for index, source in enumerate(cfg.sources):
         try:
-            loaded, report = load_source(source, on_invalid=cfg.on_invalid)
-        except (ValueError, OSError) as exc:
+            items, report = source_items_of(cfg, index)
+        except Unreachable as exc:  # only a hub dataset offline; every other error stops as the run would
             lines.append(f"{source.path}: not reachable from here ({str(exc).splitlines()[0]})")
             continue
-        selected = select_fraction(loaded, fraction=source.fraction, seed=cfg.seed)
-        report.num_selected = len(selected)
         lines.append(report.summary())
-        records += selected
+        records += [item.record for item in items]
     segments: list[str] = []
     for record in records:
         for field in record_fields(record, roles=cfg.roles):

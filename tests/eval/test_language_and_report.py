@@ -93,3 +93,37 @@ def test_report_cli_writes_markdown_csv_and_chart(tmp_path, repo):
         timeout=120,
     )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def test_report_names_runs_by_the_part_of_their_paths_that_differs(tmp_path, repo):
+    """`launch/report.py outputs/poro34b/*/eval`: every row was "eval" and the figure kept only the last run."""
+    from eval.report import run_names
+
+    runs = []
+    for name, en in (("sft_en_fi_0pct", 0.3), ("sft_en_fi_100pct", 0.4), ("dpo_both", 0.45)):
+        (tmp_path / "poro34b" / name).mkdir(parents=True)
+        runs.append(_fixture_run(tmp_path / "poro34b" / name, "eval", en, 0.3, 0.9))
+    assert run_names(runs) == ["sft_en_fi_0pct", "sft_en_fi_100pct", "dpo_both"]
+    assert run_names([runs[0], runs[0]]) == ["eval", "eval (2)"]
+    assert run_names([runs[1]]) == ["eval"]
+    out = tmp_path / "report.md"
+    proc = subprocess.run(
+        [sys.executable, "launch/report.py", *map(str, runs), "--out", str(out)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    table = out.read_text()
+    assert (
+        "| sft_en_fi_0pct | 30.00 |" in table and "| dpo_both | 45.00 |" in table and "| eval |" not in table
+    )
+    same = subprocess.run(
+        [sys.executable, "launch/report.py", *map(str, runs[:2]), "--names", "A", "A", "--out", str(out)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert same.returncode == 2 and "--names must be distinct" in same.stderr

@@ -46,3 +46,46 @@ def test_inspect_bad_file_is_one_line_error(repo, tmp_path):
     )
     assert skip.returncode == 0, skip.stderr
     assert "malformed_json=1" in skip.stdout
+
+
+def test_show_examples_per_source_and_language_and_translations_beside_originals(repo, tmp_path):
+    import json
+
+    rows = [
+        json.loads(line) for line in (repo / "data" / "samples" / "chat_en.jsonl").read_text().splitlines()
+    ][:2]
+    translated = tmp_path / "chat_en.fi.jsonl"
+    translated.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "source_id": row["source_id"],
+                    "lang": "fi",
+                    "messages": [
+                        {"role": m["role"], "content": f"KÄÄNNETTY {i}", "orig_content": m["content"]}
+                        for i, m in enumerate(row["messages"])
+                    ],
+                },
+                ensure_ascii=False,
+            )
+            + "\n"
+            for row in rows
+        ),
+        encoding="utf-8",
+    )
+    sources = (
+        "data.sources=[{path: data/samples/chat_en.jsonl, format: messages, lang: en, max_records: 4}, "
+        f"{{path: {translated}, format: messages, lang: fi}}]"
+    )
+    proc = _inspect(repo, sources, "--show", "2", "data.prompt_masking=true", f"data.cache_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "=== data/samples/chat_en.jsonl (en): 4 examples, the first 2 ===" in out
+    assert f"=== {translated} (fi): 2 examples, the first 2 ===" in out
+    assert out.count("tokens with loss are marked") == 4 and out.count("⟦") >= 4
+    beside = out.split("translations beside their originals (the first 2) ===", 1)[1]
+    assert beside.count("--- chat-") == 2 and "[user]" in beside and "[assistant]" in beside
+    first = rows[0]["messages"][0]["content"].split()[0]
+    assert any(
+        line.startswith(first) and line.rstrip().endswith("KÄÄNNETTY 0") for line in beside.splitlines()
+    )
