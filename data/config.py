@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-SourceFormat = Literal["messages", "oasst_tree", "helpsteer2", "preference"]
+SourceFormat = Literal["messages", "oasst_tree", "helpsteer2", "preference", "language_contrast"]
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, factory: Any = dataclasses.MISSING) -> Any:  # noqa: A002
@@ -28,10 +28,17 @@ class SourceConfig:
 
     path: str = option(help="Hub dataset id (e.g. sablo/oasst2_curated) or local .jsonl/.json/.parquet path.")
     format: SourceFormat = option(
-        "messages", help="Row schema: messages | oasst_tree | helpsteer2 | preference."
+        "messages",
+        help="Row schema: messages | oasst_tree | helpsteer2 | preference | language_contrast. messages and "
+        "oasst_tree are chat (SFT) data, the others preference (DPO) pairs. language_contrast reads "
+        "launch/translate.py output (chat or preference rows with `orig_*` fields): chosen = the translated "
+        "answer, rejected = the same answer in the original language; pairs langdetect does not confirm are "
+        "dropped and counted.",
     )
     lang: str | None = option(
-        None, help="Language code of the records (en, fi, ...). null: take the row's `lang` field, else 'en'."
+        None,
+        help="Language code of the records (en, fi, ...). null: take the row's `lang` field, else 'en' "
+        "(language_contrast: the target language, from here or the row; no default).",
     )
     fraction: float = option(
         1.0,

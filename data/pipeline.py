@@ -117,9 +117,9 @@ def build_dataset(
     kind = data_kind(cfg)
     if expect is not None and kind != expect:
         wanted = (
-            "chat sources (messages, oasst_tree)"
+            f"chat sources ({', '.join(CHAT_FORMATS)})"
             if expect == "sft"
-            else "preference sources (helpsteer2, preference)"
+            else f"preference sources ({', '.join(PREFERENCE_FORMATS)})"
         )
         raise DataError(f"this job needs {wanted}, but data.sources holds {kind} data")
     records, reports = build_mix(cfg)

@@ -13,6 +13,7 @@ import dataclasses
 from typing import Literal
 
 from data.config import DataConfig, option
+from data.sources import PREFERENCE_FORMATS
 from trainer.settings import DistributedConfig, ModelConfig
 
 
@@ -178,7 +179,7 @@ class _TrainJob:
 
     def check(self) -> None:
         if self.train.max_seq_len <= self.data.max_prompt_length and self.data.sources:
-            if any(s.format in ("helpsteer2", "preference") for s in self.data.sources):
+            if any(s.format in PREFERENCE_FORMATS for s in self.data.sources):
                 raise ValueError(
                     f"data.max_prompt_length ({self.data.max_prompt_length}) must be smaller than "
                     f"train.max_seq_len ({self.train.max_seq_len}) to leave room for the completion"

@@ -12,7 +12,7 @@ from data.config import SourceConfig
 from data.errors import DataError
 from data.io import Row, read_rows
 from data.records import ChatRecord, LoadReport, PreferenceRecord
-from data.sources import helpsteer2, messages, oasst_tree, preference
+from data.sources import helpsteer2, language_contrast, messages, oasst_tree, preference
 
 Record = ChatRecord | PreferenceRecord
 
@@ -21,9 +21,10 @@ LOADERS: dict[str, Callable[..., list]] = {
     "oasst_tree": oasst_tree.load,
     "helpsteer2": helpsteer2.load,
     "preference": preference.load,
+    "language_contrast": language_contrast.load,
 }
 CHAT_FORMATS = ("messages", "oasst_tree")
-PREFERENCE_FORMATS = ("helpsteer2", "preference")
+PREFERENCE_FORMATS = ("helpsteer2", "preference", "language_contrast")
 ON_INVALID = ("error", "skip")
 
 

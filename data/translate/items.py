@@ -7,7 +7,8 @@ translation and the `source_id` unchanged (it pairs the translation with its ori
 - preference (`format: preference`): `{"source_id", "lang", "prompt": [{"role", "content", "orig_content"}],
   "chosen", "rejected", "orig_chosen", "orig_rejected"}`
 
-Messages whose role is not translated keep their content (`content == orig_content`).
+Messages whose role is not translated keep their content (`content == orig_content`). Both kinds also load as
+`format: language_contrast` (data/sources/language_contrast.py): translated answer chosen, original rejected.
 """
 
 from __future__ import annotations

@@ -3,11 +3,12 @@ import subprocess
 import sys
 
 TINY = "recipes/test/tiny_sft.yaml"
+TINY_DPO = "recipes/test/tiny_dpo.yaml"
 
 
-def _inspect(repo, *args):
+def _inspect(repo, *args, config=TINY):
     return subprocess.run(
-        [sys.executable, "launch/inspect_data.py", "--config", TINY, *args],
+        [sys.executable, "launch/inspect_data.py", "--config", config, *args],
         cwd=repo,
         capture_output=True,
         text=True,
@@ -89,3 +90,41 @@ def test_show_examples_per_source_and_language_and_translations_beside_originals
     assert any(
         line.startswith(first) and line.rstrip().endswith("KÄÄNNETTY 0") for line in beside.splitlines()
     )
+
+
+def test_language_contrast_source_is_preference_data(repo, tmp_path):
+    """Translations (the parallel sample chats, shaped as launch/translate.py writes them) as DPO pairs."""
+    import json
+
+    def rows(name):
+        return [json.loads(line) for line in (repo / "data" / "samples" / name).read_text().splitlines()][:16]
+
+    contrast = tmp_path / "chat_en.fi.jsonl"
+    with contrast.open("w", encoding="utf-8") as handle:
+        for en, fi in zip(rows("chat_en.jsonl"), rows("chat_fi.jsonl")):
+            messages = [
+                {"role": a["role"], "content": b["content"], "orig_content": a["content"]}
+                for a, b in zip(en["messages"], fi["messages"])
+            ]
+            row = {"source_id": fi["source_id"], "lang": "fi", "messages": messages}
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    sources = f"data.sources=[{{path: {contrast}, format: language_contrast}}]"
+    proc = _inspect(repo, sources, "--show", "1", f"data.cache_dir={tmp_path}", config=TINY_DPO)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    # row 14 answers "Au." in both languages: no contrast, dropped and counted
+    assert (
+        f"source {contrast}: 16 rows -> 15 records; left out: chosen_equals_rejected=1 (e.g. {contrast}:14)"
+        in out
+    )
+    assert "preference examples: 15 (fi: 15) from 15 records" in out
+    chosen, rejected = out.split("marked ⟦...⟧:", 1)[1].split("--- rejected ---", 1)
+    first = rows("chat_fi.jsonl")[0]["messages"]
+    assert first[0]["content"] in chosen and first[0]["content"] in rejected  # the translated prompt in both
+    assert "⟦" + first[1]["content"][:40] in chosen
+    assert "⟦" + rows("chat_en.jsonl")[0]["messages"][1]["content"][:40] in rejected
+    # an SFT job refuses it: the config check knows it as preference data, and so does the data pipeline
+    sft = _inspect(repo, sources, f"data.cache_dir={tmp_path}")
+    assert sft.returncode == 2 and "data.max_prompt_length (512) must be smaller" in sft.stderr
+    sft = _inspect(repo, sources, "data.max_prompt_length=128", f"data.cache_dir={tmp_path}")
+    assert sft.returncode == 2 and "needs chat sources (messages, oasst_tree)" in sft.stderr
