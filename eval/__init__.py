@@ -2,6 +2,7 @@
 
 `generate.py` the engine (batched, resumable, across ranks or under FSDP2 in lockstep); `config.py` and
 `runner.py` IFEval runs (launch/eval.py); `translation/` translation with the model itself (launch/translate.py);
+`pairs/` on-policy preference pairs from the model's own samples (launch/make_pairs.py);
 `language.py` and `report.py` the response-language rate, tables and charts; `ifeval/` our own IFEval scorer,
 pure Python (no torch).
 """

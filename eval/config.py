@@ -41,7 +41,10 @@ class EvalConfig:
     """Generation and IFEval scoring (launch/eval.py)."""
 
     output_dir: str = option(help="One folder per benchmark with responses, verdicts and scores.")
-    seed: int = option(42, help="Seed (sampling only).")
+    seed: int = option(
+        42,
+        help="Seed of sampling (each batch of prompts samples from a seed derived from it: rank-invariant).",
+    )
     model: ModelConfig = option(help="The model to evaluate.", factory=ModelConfig)
     benchmarks: list[BenchmarkConfig] = option(help="Benchmarks to run.", factory=list)
     template: str = option(

@@ -1,7 +1,7 @@
-"""Batched greedy generation across ranks, written as it goes and resumable.
+"""Batched generation across ranks (greedy, or sampled from per-batch seeds), written as it goes and resumable.
 
-Prompts are sorted by token length (longest first) so each batch wastes little padding, and batches are dealt
-to ranks round-robin. Every round, each rank generates one batch and rank 0 gathers the results and appends
+Prompts are sorted by token length (longest first) so each batch wastes little padding; the batches are cut from
+the whole sorted list (the same for any number of ranks and after a restart) and dealt to ranks round-robin. Every round, each rank generates one batch and rank 0 gathers the results and appends
 them to `responses.jsonl` in one write, so a killed run loses at most the current round; a re-run reads the file,
 skips what is done and regenerates the rest. The final file is rewritten in the original prompt order.
 
@@ -13,6 +13,7 @@ with no batch left in a round generate a dummy prompt).
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
 import json
 import logging
@@ -60,8 +61,12 @@ def load_generation_model(
 
 @dataclass(frozen=True)
 class GenerationItem:
+    """One prompt to answer. `prompt` is a one-turn user message rendered with the chat template, unless
+    `token_ids` gives the rendered prompt already (a multi-turn conversation, as the pair job renders them)."""
+
     key: Any
     prompt: str
+    token_ids: tuple[int, ...] | None = None
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -240,6 +245,13 @@ def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
     return text[:end]
 
 
+def batch_seed(seed: int, keys: Sequence[Any]) -> int:
+    """The sampling seed of one batch: derived from the run's seed and the batch's keys, so a prompt's samples do
+    not depend on the number of ranks, on which rank draws its batch, or on a restart."""
+    blob = json.dumps([seed, [str(key) for key in keys]], ensure_ascii=False).encode("utf-8")
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") & (2**63 - 1)
+
+
 def generate_all(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -256,8 +268,17 @@ def generate_all(
     temperature: float = 1.0,
     top_p: float = 1.0,
     lockstep: bool = False,
+    seed: int | None = None,
+    samples_per_prompt: int | None = None,
+    progress: str = "generation",
 ) -> list[dict]:
-    """Generate responses for every item not yet in `out_path`; returns all rows in the items' order (rank 0)."""
+    """Generate responses for every item not yet in `out_path`; returns all rows in the items' order (rank 0).
+
+    Batches (`batch_size` prompts) are cut from all items sorted by length, whatever is done already, and dealt to
+    ranks; with `do_sample` and a `seed`, each batch samples from its own seed (`batch_seed`), so 1 and N ranks,
+    and a run and its restart, write the same samples. With `samples_per_prompt` every prompt is answered that
+    many times and its row holds `responses` and `truncated` as lists; without, `response` and `truncated`.
+    """
     rank, world = rank_and_world()
     out_path = Path(out_path)
     done_keys: list[str] = []
@@ -267,24 +288,33 @@ def generate_all(
             rewrite_rows(out_path, list(done_rows.values()))  # drop a line cut by a kill before appending
         done_keys = sorted(done_rows)
     done = set(broadcast_object(done_keys, src=0))
-    todo = [item for item in items if str(item.key) not in done]
-    token_ids = render_prompts(tokenizer, template, [item.prompt for item in todo])
-    order = sorted(range(len(todo)), key=lambda i: (-len(token_ids[i]), i))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rendered = render_prompts(tokenizer, template, [item.prompt for item in items if item.token_ids is None])
+    token_ids, fresh = [], iter(rendered)
+    for item in items:
+        token_ids.append(list(item.token_ids) if item.token_ids is not None else next(fresh))
+    order = sorted(range(len(items)), key=lambda i: (-len(token_ids[i]), i))
+    full_batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [(b, [i for i in b if str(items[i].key) not in done]) for b in full_batches]
+    batches = [(b, todo) for b, todo in batches if todo]
+    copies = samples_per_prompt or 1
     rounds = -(-len(batches) // world)
     if rank == 0 and done:
         logger.info(
-            "generation: %d of %d responses already in %s; continuing", len(done), len(items), out_path
+            "%s: %d of %d prompts already in %s; continuing", progress, len(done), len(items), out_path
         )
-    start, produced, finished = time.perf_counter(), 0, len(done)
+    already = len(items) - sum(len(todo) for _, todo in batches)
+    start, produced, new_count = time.perf_counter(), 0, 0
     for round_index in range(rounds):
         mine = round_index * world + rank
-        batch = batches[mine] if mine < len(batches) else None
+        full, batch = batches[mine] if mine < len(batches) else (None, None)
         if batch is None and not lockstep:
             rows: list[dict] = []
             new_tokens = 0
         else:
-            prompts = [token_ids[i] for i in batch] if batch else [token_ids[order[0]]]
+            # a batch partly written before a kill is generated whole: the same batch and seed, the same samples
+            prompts = [token_ids[i] for i in full for _ in range(copies)] if full else [token_ids[order[0]]]
+            if do_sample and seed is not None:
+                torch.manual_seed(batch_seed(seed, [items[i].key for i in full] if full else []))
             generated = generate_batch(
                 model,
                 tokenizer,
@@ -298,31 +328,34 @@ def generate_all(
                 device=device,
             )
             new_tokens = generated.new_tokens
-            rows = [
-                {
-                    "key": todo[i].key,
-                    "prompt": todo[i].prompt,
-                    "response": text,
-                    "language": language,
-                    "truncated": cut,
-                }
-                for i, text, cut in zip(batch or [], generated.texts, generated.truncated)
-            ]
+            rows = []
+            for n, i in enumerate(full or []):
+                if i not in batch:
+                    continue
+                texts = generated.texts[n * copies : (n + 1) * copies]
+                cut = generated.truncated[n * copies : (n + 1) * copies]
+                row = {"key": items[i].key, "prompt": items[i].prompt}
+                if samples_per_prompt is None:
+                    row.update(response=texts[0], language=language, truncated=cut[0])
+                else:
+                    row.update(responses=texts, language=language, truncated=cut)
+                rows.append(row)
         gathered = all_gather_objects((rows, new_tokens))
         if rank == 0:
             new_rows = [row for part, _ in gathered for row in part]
             append_rows(out_path, new_rows)
             produced += sum(tokens for _, tokens in gathered)
-            finished += len(new_rows)
+            new_count += len(new_rows)
+            finished = already + new_count
             elapsed = time.perf_counter() - start
-            remaining = len(items) - finished
-            rate = (finished - len(done)) / elapsed if elapsed else 0.0
+            rate = new_count / elapsed if elapsed else 0.0
             logger.info(
-                "generation: %d/%d prompts, %.0f tokens/s, eta %.0fs",
+                "%s: %d/%d prompts, %.0f tokens/s, eta %.0fs",
+                progress,
                 finished,
                 len(items),
                 produced / elapsed if elapsed else 0.0,
-                remaining / rate if rate else 0.0,
+                (len(items) - finished) / rate if rate else 0.0,
             )
     if rank != 0:
         return []
@@ -332,9 +365,22 @@ def generate_all(
     elapsed = time.perf_counter() - start
     if produced:
         logger.info(
-            "generation: %d new tokens in %.1fs (%.1f tokens/s)", produced, elapsed, produced / elapsed
+            "%s: %d new tokens in %.1fs (%.1f tokens/s)", progress, produced, elapsed, produced / elapsed
         )
     return ordered
+
+
+def check_run_settings(path: Path, current: dict, *, progress: Path, what: str) -> None:
+    """Refuse to continue `progress` when the settings recorded in `path` differ from `current` (one line)."""
+    if not path.is_file() or not progress.is_file():
+        return
+    previous = json.loads(path.read_text(encoding="utf-8"))
+    changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+    if changed:
+        raise ValueError(
+            f"{path.parent} holds {what} made with other settings ({', '.join(changed)} differ): "
+            f"use another output_dir, or delete {progress.name} to start over"
+        )
 
 
 def append_rows(path: Path, rows: Sequence[dict]) -> None:

@@ -171,6 +171,7 @@ def run_eval(cfg: EvalConfig) -> None:
                 temperature=cfg.generation.temperature,
                 top_p=cfg.generation.top_p,
                 lockstep=cfg.sharding == "fsdp",
+                seed=cfg.seed,
             )
             if info.is_main:
                 results[bench.name] = score_benchmark(bench, prompts, rows, bench_dir)

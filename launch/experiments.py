@@ -7,7 +7,7 @@ The matrix file:
 
     runs:
       - name: sft_100pct                    # unique name
-        job: sft                            # sft | dpo | eval | translate
+        job: sft                            # sft | dpo | eval | translate | make_pairs
         config: recipes/demo/sft.yaml
         overrides: [output_dir=outputs/demo/table1/sft_100pct]   # key=value, as on the command line
         nproc: 2                            # processes: torchrun --standalone; 1 (default) = plain python
@@ -18,6 +18,7 @@ A run is finished, and skipped, when its output is complete (see FINISHED):
     sft, dpo    OUTPUT_DIR/final/ exists (the export is written under a temporary name and renamed when complete)
     eval        OUTPUT_DIR/<benchmark>/scores.json exists for every benchmark of the config
     translate   OUTPUT_DIR/report.json exists
+    make_pairs  OUTPUT_DIR/report.json exists (written last, after pairs.jsonl)
 OUTPUT_DIR and the benchmarks are read from the config with the run's overrides applied, as the job sees them.
 Every config is loaded and checked before anything runs. Runs execute in dependency order (file order among
 the runs that are ready); the first failure stops the matrix with a one-line error, status 1. A run that
@@ -68,7 +69,7 @@ def _eval_finished(cfg: Any) -> tuple[bool, str]:
     return True, f"{len(scores)} x scores.json in {cfg.output_dir}"
 
 
-def _translate_finished(cfg: Any) -> tuple[bool, str]:
+def _report_written(cfg: Any) -> tuple[bool, str]:
     report = Path(cfg.output_dir) / "report.json"
     return report.is_file(), str(report)
 
@@ -78,7 +79,8 @@ FINISHED: dict[str, Callable[[Any], tuple[bool, str]]] = {
     "sft": _train_finished,
     "dpo": _train_finished,
     "eval": _eval_finished,
-    "translate": _translate_finished,
+    "translate": _report_written,
+    "make_pairs": _report_written,
 }
 
 

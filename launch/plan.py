@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="SFT or DPO recipe (YAML)")
     parser.add_argument(
         "--job",
-        choices=["sft", "dpo", "eval", "translate"],
+        choices=["sft", "dpo", "eval", "translate", "make_pairs"],
         default=None,
         help="default: detected from the recipe",
     )
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         "--prompt-tokens",
         type=int,
         default=None,
-        help="eval/translate: the longest prompt in tokens (default: 1024 for eval, estimated for translate)",
+        help="eval/translate/make_pairs: the longest prompt in tokens (default: 1024 for eval, max_prompt_tokens for make_pairs, estimated for translate)",
     )
     parser.add_argument("overrides", nargs="*", help="key.path=value overrides, as for launch/sft.py")
     args = parser.parse_args(argv)

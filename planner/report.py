@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from data.pipeline import build_dataset
+from data.sources import PREFERENCE_FORMATS
 from data.translate.prompt import FewShotPrompt
 from eval.config import EvalConfig
+from eval.pairs.config import PairsConfig
 from eval.translation.config import TranslateConfig
 from planner.architectures import Architecture, PlanError, resolve_architecture
 from planner.memory import (
@@ -70,8 +72,10 @@ def format_gib(value: float) -> str:
 
 
 def detect_job(raw: Mapping[str, Any]) -> str:
-    """eval (benchmarks), translate (top-level sources and target_lang), dpo (a reference/dpo section or
-    preference-format sources), else sft."""
+    """make_pairs (instruction_sources or generation.samples_per_prompt), eval (benchmarks), translate (top-level
+    sources and target_lang), dpo (a reference/dpo section or preference-format sources), else sft."""
+    if "instruction_sources" in raw or "samples_per_prompt" in (raw.get("generation") or {}):
+        return "make_pairs"
     if "benchmarks" in raw:
         return "eval"
     if "target_lang" in raw or "sources" in raw:
@@ -79,7 +83,7 @@ def detect_job(raw: Mapping[str, Any]) -> str:
     if "reference" in raw or "dpo" in raw:
         return "dpo"
     sources = (raw.get("data") or {}).get("sources") or []
-    if any(isinstance(src, Mapping) and src.get("format") in ("helpsteer2", "preference") for src in sources):
+    if any(isinstance(src, Mapping) and src.get("format") in PREFERENCE_FORMATS for src in sources):
         return "dpo"
     return "sft"
 
@@ -90,7 +94,7 @@ class PlanRequest:
 
     config: str
     overrides: list[str] = dataclasses.field(default_factory=list)
-    job: str | None = None  # sft | dpo | eval | translate | None (detect)
+    job: str | None = None  # sft | dpo | eval | translate | make_pairs | None (detect)
     nodes: int = 1
     gpus_per_node: int = 8
     gpu: str = "mi250x"
@@ -131,10 +135,10 @@ def make_plan(req: PlanRequest) -> PlanResult:
         raise PlanError(f"--margin must be in [0, 1), got {req.margin}")
     raw = read_yaml(req.config)
     job = req.job or detect_job(raw)
-    if job not in ("sft", "dpo", "eval", "translate"):
-        raise PlanError(f"--job must be sft, dpo, eval or translate, got {job!r}")
+    if job not in ("sft", "dpo", "eval", "translate", "make_pairs"):
+        raise PlanError(f"--job must be sft, dpo, eval, translate or make_pairs, got {job!r}")
     device = _device(req)
-    if job in ("eval", "translate"):
+    if job in GENERATION_JOBS:
         return _make_generation_plan(req, job, device)
     cfg = load_config(DPOConfig if job == "dpo" else SFTConfig, req.config, req.overrides)
     world = req.nodes * req.gpus_per_node
@@ -243,18 +247,24 @@ def _budget(req: PlanRequest, device: Any) -> tuple[float, float, float]:
 # Characters per token assumed for prompt lengths the planner cannot tokenize (conservative for English and
 # Finnish with a 50k-130k BPE vocabulary, which average 3-4.5).
 CHARS_PER_TOKEN = 2.5
+GENERATION_JOBS = {"eval": EvalConfig, "translate": TranslateConfig, "make_pairs": PairsConfig}
 
 
 def generation_settings_from_config(
     cfg: Any, *, job: str, world_size: int, device: str, prompt_tokens: int | None = None
 ) -> GenerationSettings:
-    """GenerationSettings of an EvalConfig or TranslateConfig. Prompt lengths, unless given: eval 1,024 tokens
-    (IFEval's longest prompts are far shorter); translate, the few-shot prefix and the longest segment
-    (`segments.max_chars`) at CHARS_PER_TOKEN, and as new tokens the segment budget (length_factor x the
-    segment + extra_new_tokens, at most max_new_tokens)."""
+    """GenerationSettings of an EvalConfig, TranslateConfig or PairsConfig. Prompt lengths, unless given: eval 1,024
+    tokens (IFEval's longest prompts are far shorter); make_pairs, its max_prompt_tokens (longer prompts are left
+    out), with batches of prompts_per_batch x samples_per_prompt sequences; translate, the few-shot prefix and the
+    longest segment (`segments.max_chars`) at CHARS_PER_TOKEN, and as new tokens the segment budget
+    (length_factor x the segment + extra_new_tokens, at most max_new_tokens)."""
     prefix = 0
     new = cfg.generation.max_new_tokens
-    if job == "translate":
+    batch = cfg.generation.batch_size
+    if job == "make_pairs":
+        batch = cfg.prompts_per_batch * cfg.generation.samples_per_prompt
+        default_prompt = cfg.max_prompt_tokens
+    elif job == "translate":
         prompt = FewShotPrompt.from_config(
             cfg.prompt, source_lang=cfg.source_lang, target_lang=cfg.target_lang
         )
@@ -271,7 +281,7 @@ def generation_settings_from_config(
         world_size=world_size,
         device=device,
         sharding=cfg.sharding,
-        batch_size=cfg.generation.batch_size,
+        batch_size=batch,
         prompt_tokens=prompt_tokens or default_prompt,
         new_tokens=new,
         prefix_tokens=prefix,
@@ -281,7 +291,7 @@ def generation_settings_from_config(
 
 
 def _make_generation_plan(req: PlanRequest, job: str, device: Any) -> PlanResult:
-    cfg = load_config(EvalConfig if job == "eval" else TranslateConfig, req.config, req.overrides)
+    cfg = load_config(GENERATION_JOBS[job], req.config, req.overrides)
     world = req.nodes * req.gpus_per_node
     arch, source = resolve_architecture(cfg.model, arch=req.arch)
     settings = generation_settings_from_config(

@@ -149,6 +149,21 @@ def _ratio(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else 0.0
 
 
+def check_responses(
+    prompt: Prompt,
+    responses: Iterable[str],
+    *,
+    language: str = "en",
+    compat: str | None = None,
+    sentence_splitter: str = "builtin",
+) -> list[tuple[list[bool], list[bool]]]:
+    """(strict, loose) verdicts of each of several responses to one prompt, with the checkers of ``language`` (as
+    :func:`score` applies them): for ranking sampled answers by the instructions they follow."""
+    settings = make_settings(language=language, compat=compat, sentence_splitter=sentence_splitter)
+    checks = [build_check(i, kw, settings) for i, kw in zip(prompt.instruction_id_list, prompt.kwargs)]
+    return [evaluate(response, checks) for response in responses]
+
+
 def score(
     prompts: Iterable[Prompt],
     responses: Mapping[Any, str],

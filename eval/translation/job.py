@@ -32,7 +32,7 @@ from data.translate.clean import Cleaner
 from data.translate.items import Item, record_fields
 from data.translate.prompt import FewShotPrompt
 from data.translate.segment import split_text
-from eval.generate import load_generation_model
+from eval.generate import check_run_settings, load_generation_model
 from eval.translation.chunks import run_chunks
 from eval.translation.config import TranslateConfig, settings
 from eval.translation.report import PROGRESS, REPORT, finalize, format_summary
@@ -80,16 +80,7 @@ def source_items_of(cfg: TranslateConfig, index: int) -> tuple[list[Item], LoadR
 
 def check_settings(out_dir: Path, current: dict) -> None:
     """Refuse to continue a run whose outputs were made with other settings."""
-    path = out_dir / SETTINGS
-    if not path.is_file() or not (out_dir / PROGRESS).is_file():
-        return
-    previous = json.loads(path.read_text(encoding="utf-8"))
-    changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
-    if changed:
-        raise ValueError(
-            f"{out_dir} holds a translation made with other settings ({', '.join(changed)} differ): "
-            f"use another output_dir, or delete {PROGRESS} to start over"
-        )
+    check_run_settings(out_dir / SETTINGS, current, progress=out_dir / PROGRESS, what="a translation")
 
 
 def build_prompt_and_cleaner(cfg: TranslateConfig) -> tuple[FewShotPrompt, Cleaner]:

@@ -24,11 +24,11 @@
 #   SISU_SRUN_ARGS        extra srun arguments; SISU_TORCHRUN_ARGS extra torchrun arguments
 #   SISU_PRINT_ONLY       1: print the srun command line and exit (what `sbatch` would run)
 
-SISU_JOBS=(sft dpo eval translate)
+SISU_JOBS=(sft dpo eval translate make_pairs)
 
 # Usage error: one line on stderr, status 2 (the sbatch log's first line says what was wrong).
 sisu_usage_error() {
-    echo "usage: sbatch [--nodes=N] ${SISU_SCRIPT:-launch/slurm/SITE.sbatch} sft|dpo|eval|translate CONFIG.yaml [key=value ...] ($1)" >&2
+    echo "usage: sbatch [--nodes=N] ${SISU_SCRIPT:-launch/slurm/SITE.sbatch} sft|dpo|eval|translate|make_pairs CONFIG.yaml [key=value ...] ($1)" >&2
     return 2
 }
 
@@ -98,7 +98,7 @@ sisu_build_command() {
     read -r -a launcher <<<"${SISU_TORCHRUN:-${SISU_PYTHON:-python3} -m torch.distributed.run}"
     read -r -a extra_torchrun <<<"${SISU_TORCHRUN_ARGS:-}"
     read -r -a extra_srun <<<"${SISU_SRUN_ARGS:-}"
-    # resume=auto first so that a user override (resume=none) still wins; eval and translate have no resume key
+    # resume=auto first so that a user override (resume=none) still wins; eval, translate and make_pairs have no resume key
     # (eval continues from responses.jsonl by itself).
     if [[ $SISU_JOB == sft || $SISU_JOB == dpo ]]; then
         overrides=(resume=auto)
@@ -164,7 +164,7 @@ sisu_launch() {
     fi
     echo "sisu: $SISU_SUMMARY"
     # The node wrapper needs to know how to stop this job kind: sft/dpo checkpoint on SIGUSR1/SIGTERM in the
-    # workers; eval/translate stop by terminating torchrun (their output is appended as it goes).
+    # workers; eval/translate/make_pairs stop by terminating torchrun (their output is appended as it goes).
     if [[ $SISU_JOB == sft || $SISU_JOB == dpo ]]; then
         export SISU_STOP_MODE=workers
     else

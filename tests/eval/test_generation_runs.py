@@ -131,7 +131,7 @@ def test_interrupted_generation_resumes_without_redoing_work(tiny_model, referen
     # the record of the model that wrote them, as the interrupted run of the same model left it
     shutil.copy(reference_run / "ifeval_en" / "generation.json", out / "ifeval_en" / "generation.json")
     proc = _eval(tiny_model, out, "generation.batch_size=4")
-    assert "3 of 6 responses already in" in proc.stdout + proc.stderr
+    assert "3 of 6 prompts already in" in proc.stdout + proc.stderr
     rows = _responses(out)
     expected = _responses(reference_run)
     assert [r["key"] for r in rows] == [r["key"] for r in expected]

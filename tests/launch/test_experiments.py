@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from launch.experiments import FINISHED, load_matrix
+from launch.jobs import JOBS
 
 TINY_SFT = "recipes/test/tiny_sft.yaml"
 TINY_EVAL = "recipes/test/tiny_eval.yaml"
@@ -163,9 +164,12 @@ def test_finished_rules(tmp_path):
     (tmp_path / "ifeval_fi" / "scores.json").write_text("{}")
     assert FINISHED["eval"](cfg(benchmarks=benches))[0]
 
-    assert not FINISHED["translate"](cfg())[0]
+    assert not FINISHED["translate"](cfg())[0] and not FINISHED["make_pairs"](cfg())[0]
+    (tmp_path / "pairs.jsonl").write_text("")  # make_pairs writes its report last
+    assert not FINISHED["make_pairs"](cfg())[0]
     (tmp_path / "report.json").write_text("{}")
-    assert FINISHED["translate"](cfg())[0]
+    assert FINISHED["translate"](cfg())[0] and FINISHED["make_pairs"](cfg())[0]
+    assert set(FINISHED) == set(JOBS)
 
 
 def test_demo_matrix_is_valid_and_ordered(repo, monkeypatch):
@@ -187,3 +191,22 @@ def test_demo_matrix_is_valid_and_ordered(repo, monkeypatch):
         "sft_en_fi_10pct": [1.0, 0.1],
         "sft_en_fi_100pct": [1.0, 1.0],
     }
+
+
+def test_demo_table2_matrix_wires_the_pairs_into_dpo(repo, monkeypatch):
+    """recipes/demo/table2.yaml: the pairs come from the SFT model, the pair DPO runs read them and start from that
+    model, and every model is evaluated on the same prompts."""
+    monkeypatch.chdir(repo)
+    runs, report = load_matrix("recipes/demo/table2.yaml")
+    by_name = {run.name: run for run in runs}
+    sft = by_name["sft"].cfg.output_dir
+    pairs = by_name["pairs_fi"]
+    assert pairs.job == "make_pairs" and pairs.cfg.model.path == f"{sft}/final" and pairs.after == ["sft"]
+    for name in ("dpo_both", "dpo_both_pairs", "dpo_pairs"):
+        run = by_name[name]
+        assert run.job == "dpo" and run.cfg.model.path == f"{sft}/final"
+        reads_pairs = f"{pairs.cfg.output_dir}/pairs.jsonl" in [s.path for s in run.cfg.data.sources]
+        assert reads_pairs == (name != "dpo_both") and (("pairs_fi" in run.after) == reads_pairs)
+    evals = [run for run in runs if run.job == "eval"]
+    assert report["runs"] == [run.name for run in evals]
+    assert len({tuple((b.path, b.limit) for b in run.cfg.benchmarks) for run in evals}) == 1

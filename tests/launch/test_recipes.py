@@ -7,11 +7,18 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if p.name != "experiments.yaml")
+# experiment matrices (launch/experiments.py: a top-level `runs:` list) are checked in test_experiments.py
+RECIPES = sorted(
+    p for p in (REPO / "recipes").rglob("*.yaml") if not re.search(r"^runs:", p.read_text(), re.M)
+)
 
 
 def _job(path: Path) -> str:
     text = path.read_text()
+    if re.search(r"^instruction_sources:|^target_lang:", text, re.M) and not re.search(
+        r"^source_lang:", text, re.M
+    ):
+        return "make_pairs"
     if "translate" in path.name or "translate" in path.parent.name:
         return "translate"
     if re.search(r"^benchmarks:", text, re.M):

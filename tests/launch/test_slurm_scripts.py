@@ -175,7 +175,7 @@ def test_bad_arguments_give_one_line_usage(args, reason, cluster, repo):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("usage: sbatch") and "sft|dpo|eval|translate" in lines[0]
+    assert lines[0].startswith("usage: sbatch") and "sft|dpo|eval|translate|make_pairs" in lines[0]
     assert reason in lines[0]
     assert not (Path(cluster["FAKE_SCONTROL_LOG"])).exists()  # stopped before looking at the allocation
 
