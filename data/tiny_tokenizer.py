@@ -22,19 +22,27 @@ from data.templates import CHATML_TEMPLATE
 
 def build_tiny_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     backend.decoder = decoders.ByteLevel()
+    return _with_chatml(backend)
+
+
+def _with_chatml(backend, **special: str):
+    """A transformers tokenizer over `backend` with ChatML's markers as special tokens, eos == pad, the ChatML
+    template."""
+    from transformers import PreTrainedTokenizerFast
+
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token="<|im_start|>",
         eos_token="<|im_end|>",
         pad_token="<|im_end|>",
         additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+        **special,
     )
     tokenizer.chat_template = CHATML_TEMPLATE
     return tokenizer
@@ -56,7 +64,6 @@ def build_word_tokenizer(words_per_language: int, *, root: str | Path = "."):
     """A lower-casing word-level tokenizer over the most frequent words of each sample language (plus [UNK], the
     ChatML role names and punctuation)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     vocab: dict[str, int] = {"[UNK]": 0, "system": 1, "user": 2, "assistant": 3}
     words = [w for path in SAMPLE_CHATS for w in sample_words(Path(root) / path, count=words_per_language)]
@@ -65,16 +72,7 @@ def build_word_tokenizer(words_per_language: int, *, root: str | Path = "."):
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        unk_token="[UNK]",
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        pad_token="<|im_end|>",
-        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
-    )
-    tokenizer.chat_template = CHATML_TEMPLATE
-    return tokenizer
+    return _with_chatml(backend, unk_token="[UNK]")
 
 
 def main(argv: list[str]) -> int:

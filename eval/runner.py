@@ -28,20 +28,27 @@ from trainer.model import load_tokenizer
 logger = logging.getLogger("sisu")
 
 
-def load_benchmark(bench: BenchmarkConfig) -> list[Prompt]:
-    """Prompts of a benchmark (local IFEval-schema JSONL, or a hub dataset), filtered and limited."""
-    path = Path(bench.path).expanduser()
+def read_benchmark_prompts(location: str, *, subset: str | None, split: str, what: str) -> list[Prompt]:
+    """The prompts of a local IFEval-schema file or a hub dataset; `what` names it in errors. A hub dataset out of
+    reach offline raises Unreachable."""
+    path = Path(location).expanduser()
     if path.suffix in (".jsonl", ".json") or path.exists():
         if not path.is_file():
-            raise ValueError(f"benchmark {bench.name}: {path} not found")
-        prompts = load_prompts(path)
-    else:
-        try:
-            prompts = load_hub_prompts(bench.path, config=bench.subset, split=bench.split)
-        except (ValueError, OSError) as exc:
-            if not hub_offline():
-                raise
-            raise Unreachable(f"benchmark {bench.name}: {str(exc).splitlines()[0]}") from None
+            raise ValueError(f"{what}: {path} not found")
+        return load_prompts(path)
+    try:
+        return load_hub_prompts(location, config=subset, split=split)
+    except (ValueError, OSError) as exc:
+        if not hub_offline():
+            raise
+        raise Unreachable(f"{what}: {str(exc).splitlines()[0]}") from None
+
+
+def load_benchmark(bench: BenchmarkConfig) -> list[Prompt]:
+    """Prompts of a benchmark (local IFEval-schema JSONL, or a hub dataset), filtered and limited."""
+    prompts = read_benchmark_prompts(
+        bench.path, subset=bench.subset, split=bench.split, what=f"benchmark {bench.name}"
+    )
     if bench.exclude_other_languages:
         prompts = [p for p in prompts if all(lang == bench.language for lang in p.response_languages())]
     if bench.limit is not None:

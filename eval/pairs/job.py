@@ -75,7 +75,14 @@ def prepare(cfg: PairsConfig) -> tuple[Screened, list, list[str], ChatTemplate, 
     refused, bench_lines = benchmark_texts(cfg.benchmarks)
     tokenizer = load_tokenizer(cfg.model)
     template = resolve_eval_template(tokenizer, cfg.template)
-    screened = screen_prompts(
+    screened = screen(cfg, prompts, refused=refused, tokenizer=tokenizer, template=template)
+    return screened, reports, bench_lines, template, tokenizer
+
+
+def screen(
+    cfg: PairsConfig, prompts: list[PairPrompt], *, refused: set[str], tokenizer, template
+) -> Screened:
+    return screen_prompts(
         prompts,
         refused=refused,
         target_lang=cfg.target_lang,
@@ -83,7 +90,6 @@ def prepare(cfg: PairsConfig) -> tuple[Screened, list, list[str], ChatTemplate, 
         template=template,
         max_prompt_tokens=cfg.max_prompt_tokens,
     )
-    return screened, reports, bench_lines, template, tokenizer
 
 
 def run_pairs(cfg: PairsConfig) -> None:
@@ -304,14 +310,7 @@ def dry_run(cfg: PairsConfig, world_size: int) -> list[str]:
     check_run_settings(
         out / SETTINGS, pair_settings(cfg, fingerprint), progress=out / GENERATIONS, what="samples"
     )
-    screened = screen_prompts(
-        prompts,
-        refused=refused,
-        target_lang=cfg.target_lang,
-        tokenizer=tokenizer,
-        template=template,
-        max_prompt_tokens=cfg.max_prompt_tokens,
-    )
+    screened = screen(cfg, prompts, refused=refused, tokenizer=tokenizer, template=template)
     batches = -(-len(screened.prompts) // cfg.prompts_per_batch)
     skips = ", ".join(f"{k}={len(v)}" for k, v in sorted(screened.skipped.items())) or "none"
     lines.append(

@@ -18,16 +18,16 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
-from data.errors import Unreachable, hub_offline
+from data.errors import Unreachable
 from data.mix import select_fraction
 from data.records import ChatRecord, LoadReport, stable_id
 from data.sources import load_source
 from data.templates import ChatTemplate, TemplateError, render_preference
-from eval.ifeval import Prompt, load_hub_prompts, load_prompts
+from eval.ifeval import Prompt, load_prompts
 from eval.pairs.config import BenchmarkPromptsConfig, PairsConfig
+from eval.runner import read_benchmark_prompts
 
 BENCHMARK_PROMPT = "benchmark_prompt"
 DUPLICATE_PROMPT = "duplicate_prompt"
@@ -92,21 +92,14 @@ def normalise(text: str) -> str:
 def benchmark_prompts(bench: BenchmarkPromptsConfig, *, index: int) -> list[str]:
     """The normalised prompt texts of one benchmark. Out of reach offline is an error (Unreachable): a check that
     silently did nothing would let test prompts through."""
-    path = Path(bench.path).expanduser()
-    if path.suffix in (".jsonl", ".json") or path.exists():
-        if not path.is_file():
-            raise ValueError(f"benchmarks.{index}.path: {path} not found")
-        rows = load_prompts(path)
-    else:
-        try:
-            rows = load_hub_prompts(bench.path, config=bench.subset, split=bench.split)
-        except (ValueError, OSError) as exc:
-            if not hub_offline():
-                raise
-            raise Unreachable(
-                f"benchmarks.{index}: {bench.path} is out of reach offline ({str(exc).splitlines()[0]}); set "
-                f"benchmarks.{index}.path to a local copy of its prompts (IFEval-schema .jsonl)"
-            ) from None
+    what = f"benchmarks.{index}"
+    try:
+        rows = read_benchmark_prompts(bench.path, subset=bench.subset, split=bench.split, what=what)
+    except Unreachable as exc:
+        raise Unreachable(
+            f"{what}: {bench.path} is out of reach offline ({str(exc).removeprefix(what + ': ')}); set {what}.path "
+            "to a local copy of its prompts (IFEval-schema .jsonl)"
+        ) from None
     return [normalise(row.prompt) for row in rows]
 
 
