@@ -82,6 +82,7 @@ def prepare(cfg: PairsConfig) -> tuple[Screened, list, list[str], ChatTemplate, 
 def screen(
     cfg: PairsConfig, prompts: list[PairPrompt], *, refused: set[str], tokenizer, template
 ) -> Screened:
+    """`prompts` screened with the job's settings (eval/pairs/prompts.py)."""
     return screen_prompts(
         prompts,
         refused=refused,
