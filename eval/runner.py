@@ -9,6 +9,7 @@ the same numbers for TensorBoard and OUTPUT_DIR/categories.png the per-category 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -44,18 +45,40 @@ def read_benchmark_prompts(location: str, *, subset: str | None, split: str, wha
         raise Unreachable(f"{what}: {str(exc).splitlines()[0]}") from None
 
 
-def load_benchmark(bench: BenchmarkConfig) -> list[Prompt]:
-    """Prompts of a benchmark (local IFEval-schema JSONL, or a hub dataset), filtered and limited."""
+@dataclasses.dataclass(frozen=True)
+class BenchmarkSelection:
+    """The prompts a benchmark evaluates and how many of its file's prompts the options left out."""
+
+    prompts: list[Prompt]
+    num_read: int
+    num_other_language: int  # ask for another response language (exclude_other_languages)
+    num_beyond_limit: int
+
+    def describe(self) -> str:
+        parts = [f"{len(self.prompts)} of {self.num_read} prompts"]
+        if self.num_other_language:
+            parts.append(f"{self.num_other_language} asking for another response language left out")
+        if self.num_beyond_limit:
+            parts.append(f"{self.num_beyond_limit} beyond limit left out")
+        return "; ".join(parts)
+
+
+def select_benchmark(bench: BenchmarkConfig) -> BenchmarkSelection:
+    """Prompts of a benchmark (local IFEval-schema JSONL, or a hub dataset), filtered and limited, with counts."""
     prompts = read_benchmark_prompts(
         bench.path, subset=bench.subset, split=bench.split, what=f"benchmark {bench.name}"
     )
+    num_read = len(prompts)
     if bench.exclude_other_languages:
         prompts = [p for p in prompts if all(lang == bench.language for lang in p.response_languages())]
+    num_other_language = num_read - len(prompts)
+    num_beyond_limit = 0
     if bench.limit is not None:
+        num_beyond_limit = max(0, len(prompts) - bench.limit)
         prompts = prompts[: bench.limit]
     if not prompts:
         raise ValueError(f"benchmark {bench.name}: no prompts left after filtering")
-    return prompts
+    return BenchmarkSelection(prompts, num_read, num_other_language, num_beyond_limit)
 
 
 def prompt_key(prompt: Prompt) -> object:
@@ -127,13 +150,13 @@ def run_eval(cfg: EvalConfig) -> None:
     names = [b.name for b in cfg.benchmarks]
     if len(set(names)) != len(names):
         raise ValueError(f"eval: benchmark names must be unique, got {names}")
-    benchmarks = [(bench, load_benchmark(bench)) for bench in cfg.benchmarks]  # fail fast on bad files
+    benchmarks = [(bench, select_benchmark(bench)) for bench in cfg.benchmarks]  # fail fast on bad files
     # every rank checks before the process group starts, so a refusal stops all of them alike
     tokenizer = load_tokenizer(cfg.model)
     template = resolve_eval_template(tokenizer, cfg.template)
     out = Path(cfg.output_dir)
     identity = generation_identity(cfg, template)
-    for bench, _prompts in benchmarks:
+    for bench, _selection in benchmarks:
         check_earlier_responses(out / bench.name, identity)
     info = init_distributed(backend=cfg.distributed.backend, timeout_minutes=cfg.distributed.timeout_minutes)
     try:
@@ -154,14 +177,15 @@ def run_eval(cfg: EvalConfig) -> None:
                 f" and at {list(stops.strings)}" if stops.strings else "",
             )
         results = {}
-        for bench, prompts in benchmarks:
+        for bench, selection in benchmarks:
+            prompts = selection.prompts
             bench_dir = out / bench.name
             if info.is_main:
                 bench_dir.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(
                     bench_dir / IDENTITY, json.dumps(identity, indent=2, ensure_ascii=False) + "\n"
                 )
-                logger.info("%s: %d prompts (%s)", bench.name, len(prompts), bench.path)
+                logger.info("%s: %s (%s)", bench.name, selection.describe(), bench.path)
             items = [GenerationItem(prompt_key(p), p.prompt) for p in prompts]
             rows = generate_all(
                 model,

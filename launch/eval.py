@@ -18,11 +18,11 @@ from eval.config import EvalConfig  # noqa: E402
 from eval.runner import (  # noqa: E402
     check_earlier_responses,
     generation_identity,
-    load_benchmark,
     resolve_eval_template,
     run_eval,
+    select_benchmark,
 )
-from trainer.cli import run_job  # noqa: E402
+from trainer.cli import exit_process, run_job  # noqa: E402
 from trainer.model import load_tokenizer  # noqa: E402
 
 
@@ -32,7 +32,7 @@ def dry_run(cfg: EvalConfig, world_size: int) -> list[str]:
     lines = [f"config valid; output_dir {cfg.output_dir}; world size {world_size}; sharding {cfg.sharding}"]
     for bench in cfg.benchmarks:
         try:
-            lines.append(f"{bench.name}: {len(load_benchmark(bench))} prompts from {bench.path}")
+            lines.append(f"{bench.name}: {select_benchmark(bench).describe()} from {bench.path}")
         except Unreachable as exc:
             lines.append(f"{bench.name}: not reachable from here ({str(exc).splitlines()[0]})")
     try:
@@ -64,4 +64,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -1,4 +1,5 @@
-"""Command-line front end shared by launch/sft.py and launch/dpo.py: `--config FILE [--dry-run] [key=value ...]`.
+"""Command-line front end shared by the torchrun jobs (launch/sft.py, dpo.py, eval.py, translate.py, make_pairs.py):
+`--config FILE [--dry-run] [key=value ...]`.
 
 User errors (bad config, bad data, unreachable model) print one line and exit with status 2, no traceback.
 """
@@ -10,7 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from trainer.config import load_config
 from trainer.trainer import TrainingDiverged
@@ -30,6 +31,26 @@ def parse_args(argv: Sequence[str] | None, *, prog: str, description: str) -> ar
     )
     parser.add_argument("overrides", nargs="*", help="key.path=value overrides, values parsed as YAML")
     return parser.parse_args(argv)
+
+
+def exit_process(code: int) -> NoReturn:
+    """Leave the process with `code`.
+
+    A worker of a multi-process launch (WORLD_SIZE > 1) flushes its logs and streams and leaves with `os._exit`,
+    skipping interpreter finalisation: by then the job has destroyed its process group and closed every output,
+    and finalisation is where c10d/gloo's C++ threads can still abort the process ("terminate called without an
+    active exception", SIGABRT; pytorch/pytorch#179291), which torchrun reports as a failed job after a finished
+    run. A single process exits normally.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    sys.exit(code)
 
 
 def user_error(message: str) -> int:
