@@ -19,10 +19,10 @@ from data.templates import ChatTemplate
 from eval.config import BenchmarkConfig, EvalConfig
 from eval.generate import GenerationItem, generate_all, load_generation_model, stops_for
 from eval.ifeval import Prompt, format_table, load_hub_prompts, load_prompts, score, write_outputs
+from eval.job import generation_job
 from eval.language import response_language_rate
 from eval.report import RunScores, category_accuracies, plot_categories
-from trainer.config import atomic_write_text, write_config
-from trainer.distributed import init_distributed, seed_everything, setup_logging, teardown
+from trainer.config import atomic_write_text
 from trainer.fingerprint import model_fingerprint
 from trainer.model import load_tokenizer
 
@@ -158,13 +158,7 @@ def run_eval(cfg: EvalConfig) -> None:
     identity = generation_identity(cfg, template)
     for bench, _selection in benchmarks:
         check_earlier_responses(out / bench.name, identity)
-    info = init_distributed(backend=cfg.distributed.backend, timeout_minutes=cfg.distributed.timeout_minutes)
-    try:
-        setup_logging(rank=info.rank)
-        seed_everything(cfg.seed)
-        if info.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            write_config(cfg, out / "config.yaml")
+    with generation_job(cfg, out) as info:
         model = load_generation_model(
             cfg.model, sharding=cfg.sharding, info=info, vocab_size=len(tokenizer), seed=cfg.seed
         )
@@ -208,8 +202,6 @@ def run_eval(cfg: EvalConfig) -> None:
                 results[bench.name] = score_benchmark(bench, prompts, rows, bench_dir)
         if info.is_main:
             write_summaries(out, results)
-    finally:
-        teardown()
 
 
 def score_benchmark(bench: BenchmarkConfig, prompts: list[Prompt], rows: list[dict], bench_dir: Path) -> dict:

@@ -36,6 +36,7 @@ from eval.generate import (
 )
 from eval.ifeval import check_responses
 from eval.ifeval.langid import detect_language
+from eval.job import generation_job
 from eval.pairs.config import PairsConfig
 from eval.pairs.pairing import Answer, Pair, choose_pair
 from eval.pairs.prompts import (
@@ -47,8 +48,8 @@ from eval.pairs.prompts import (
     screen_prompts,
 )
 from eval.runner import resolve_eval_template
-from trainer.config import atomic_write_text, config_to_dict, write_config
-from trainer.distributed import barrier, init_distributed, seed_everything, setup_logging, teardown
+from trainer.config import atomic_write_text, config_to_dict
+from trainer.distributed import barrier
 from trainer.fingerprint import model_fingerprint
 from trainer.model import load_tokenizer
 
@@ -99,14 +100,8 @@ def run_pairs(cfg: PairsConfig) -> None:
     fingerprint = model_fingerprint(cfg.model, seed=cfg.seed)
     current = pair_settings(cfg, fingerprint)
     check_run_settings(out / SETTINGS, current, progress=out / GENERATIONS, what="samples")
-    info = init_distributed(backend=cfg.distributed.backend, timeout_minutes=cfg.distributed.timeout_minutes)
-    try:
-        setup_logging(rank=info.rank)
-        seed_everything(cfg.seed)
+    with generation_job(cfg, out, settings=(SETTINGS, current)) as info:
         if info.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            write_config(cfg, out / "config.yaml")
-            atomic_write_text(out / SETTINGS, json.dumps(current, indent=2, ensure_ascii=False) + "\n")
             for line in [r.summary() for r in reports] + bench_lines:
                 logger.info("%s", line)
             logger.info(
@@ -146,8 +141,6 @@ def run_pairs(cfg: PairsConfig) -> None:
             report = write_outputs(cfg, screened, rows, reports=reports, fingerprint=fingerprint, out=out)
             print(format_summary(report, path=str(out / "report.json")), flush=True)
         barrier()
-    finally:
-        teardown()
 
 
 def classify(

@@ -19,7 +19,6 @@ Test hook: SISU_TRANSLATE_KILL_AFTER_ROUNDS (trainer/faults.py).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -33,12 +32,12 @@ from data.translate.items import Item, record_fields
 from data.translate.prompt import FewShotPrompt
 from data.translate.segment import split_text
 from eval.generate import check_run_settings, load_generation_model
+from eval.job import generation_job
 from eval.translation.chunks import run_chunks
 from eval.translation.config import TranslateConfig, settings
 from eval.translation.report import PROGRESS, REPORT, finalize, format_summary
 from eval.translation.translator import ModelTranslator, translate_chunk
-from trainer.config import atomic_write_text, write_config
-from trainer.distributed import barrier, init_distributed, seed_everything, setup_logging, teardown
+from trainer.distributed import barrier
 from trainer.model import load_tokenizer
 
 logger = logging.getLogger("sisu")
@@ -97,14 +96,8 @@ def run_translate(cfg: TranslateConfig) -> None:
     out = Path(cfg.output_dir)
     current = settings(cfg)
     check_settings(out, current)
-    info = init_distributed(backend=cfg.distributed.backend, timeout_minutes=cfg.distributed.timeout_minutes)
-    try:
-        setup_logging(rank=info.rank)
-        seed_everything(cfg.seed)
+    with generation_job(cfg, out, settings=(SETTINGS, current)) as info:
         if info.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            write_config(cfg, out / "config.yaml")
-            atomic_write_text(out / SETTINGS, json.dumps(current, indent=2, ensure_ascii=False) + "\n")
             for report in reports:
                 logger.info("%s", report.summary())
         barrier()
@@ -150,8 +143,6 @@ def run_translate(cfg: TranslateConfig) -> None:
             report = finalize(cfg, items, reports)
             print(format_summary(report, path=str(out / REPORT)), flush=True)
         barrier()
-    finally:
-        teardown()
 
 
 def dry_run(cfg: TranslateConfig, world_size: int) -> list[str]:

@@ -1,0 +1,33 @@
+"""The start and end of a generation job (eval, translate, make_pairs): one process group per job, logging and
+seeds on every rank, the output folder with the job's config (and its settings file) written by rank 0, and the
+process group destroyed however the job ends."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from trainer.config import atomic_write_text, write_config
+from trainer.distributed import DistInfo, init_distributed, seed_everything, setup_logging, teardown
+
+
+@contextlib.contextmanager
+def generation_job(cfg: Any, out: Path, *, settings: tuple[str, dict] | None = None) -> Iterator[DistInfo]:
+    """Run the body on a started process group. `cfg` has `seed` and `distributed`; `settings` is (file name,
+    the settings a re-run must match), written as JSON beside config.yaml."""
+    info = init_distributed(backend=cfg.distributed.backend, timeout_minutes=cfg.distributed.timeout_minutes)
+    try:
+        setup_logging(rank=info.rank)
+        seed_everything(cfg.seed)
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            write_config(cfg, out / "config.yaml")
+            if settings is not None:
+                name, values = settings
+                atomic_write_text(out / name, json.dumps(values, indent=2, ensure_ascii=False) + "\n")
+        yield info
+    finally:
+        teardown()
