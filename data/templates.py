@@ -128,9 +128,6 @@ class RenderedChat:
 
     text: str
     assistant_spans: tuple[tuple[int, int], ...]
-    folded_system: str | None = (
-        None  # where the system prompt was folded: first_user, last_user (or not at all)
-    )
 
 
 def _sentinel(index: int) -> str:
@@ -224,8 +221,8 @@ def locate_assistant_turns(
 
 def render_chat(tokenizer: Any, template: ChatTemplate, messages: Sequence[dict]) -> RenderedChat:
     """Render `messages` and locate every assistant turn (content as written plus its end-of-turn marker)."""
-    text, spans, folded = locate_assistant_turns(tokenizer, template, messages)
-    return RenderedChat(text, tuple(spans), folded)
+    text, spans, _folded = locate_assistant_turns(tokenizer, template, messages)
+    return RenderedChat(text, tuple(spans))
 
 
 def render_preference(

@@ -78,9 +78,10 @@ class TokenizeStats:
     examples: dict[str, str] = dataclasses.field(
         default_factory=dict
     )  # reason -> "origin: problem" of the first
-    num_folded_system: int = (
-        0  # system prompts folded into the first user turn (templates without a system role)
-    )
+    # Templates that write no system prompt before an answer (Gemma 2, Mistral): where sisu folds it
+    # ("first_user" | "last_user"; None: never) and in how many records.
+    system_fold: str | None = None
+    num_folded_system: int = 0
 
     def drop(self, reason: str, example: str) -> None:
         self.dropped[reason] += 1

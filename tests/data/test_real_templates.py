@@ -151,3 +151,33 @@ def test_a_template_that_renders_no_record_stops_once(mistral):
     assert message.startswith(
         "chat template 'tokenizer' cannot render any of the 2 records; the first: chats.jsonl:7:"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "where"), [("gemma_2_2b_it", "first"), ("mistral_nemo_instruct_2407", "last")]
+)
+def test_folded_system_prompts_are_reported_alike_from_the_cache(shared, tmp_path, name, where):
+    """The fold (where, how many records) travels through the tokenization cache: a re-run that reads the cache
+    reports what the first run reported."""
+    spec = json.loads((shared / "templates" / f"{name}.json").read_text(encoding="utf-8"))
+    tokenizer = template_tokenizer(spec)
+    template = ChatTemplate.resolve(tokenizer, "tokenizer")
+    system = {"role": "system", "content": "Vastaa lyhyesti."}
+    turn = (
+        {"role": "user", "content": "Mikä on Suomen pääkaupunki?"},
+        {"role": "assistant", "content": "Helsinki."},
+    )
+    records = [
+        ChatRecord((system, *turn), "fi", "s1", "chats.jsonl:1"),
+        ChatRecord(turn, "fi", "s2", "chats.jsonl:2"),
+        ChatRecord((system, *turn), "fi", "s3", "chats.jsonl:3"),
+    ]
+    settings = TokenizeSettings(max_seq_len=256, prompt_masking=True)
+    reports = []
+    for _ in range(2):
+        examples, stats = tokenize_records(
+            records, tokenizer=tokenizer, template=template, settings=settings, cache_dir=tmp_path
+        )
+        reports.append((stats.system_fold, stats.num_folded_system, len(examples)))
+    assert len(list(tmp_path.glob("tokenized-*.npz"))) == 1
+    assert reports == [(f"{where}_user", 2, 3)] * 2
