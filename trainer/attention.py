@@ -21,6 +21,7 @@ flex_attention), passed through.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import weakref
@@ -88,6 +89,13 @@ def alibi_slopes(num_heads: int, *, device: torch.device | None = None) -> torch
     if closest < num_heads:
         slopes = torch.cat([slopes, sequence(2 * closest, num_heads - closest, 2)])
     return slopes.to(device or torch.device("cpu"))
+
+
+@functools.cache
+def _slopes_on(num_heads: int, device: torch.device) -> torch.Tensor:
+    """The slopes on `device`, built once: building them per forward (as transformers does) copies host values to
+    the GPU, which waits for the stream, in every micro-batch."""
+    return alibi_slopes(num_heads, device=device)
 
 
 def install(model: torch.nn.Module, *, sdpa: bool) -> None:
@@ -198,19 +206,23 @@ class AlibiSDPAAttention(BloomAttention):
 
 
 class PackedAlibiBloomModel(BloomModel):
-    """BloomModel that also takes a 4D mask (packed rows): the key positions are read off the mask."""
+    """BloomModel that also takes a 4D mask (packed rows): the key positions are read off the mask. With either
+    mask the slopes are built once per device (`_slopes_on`)."""
 
     def build_alibi_tensor(
         self, attention_mask: torch.Tensor, num_heads: int, dtype: torch.dtype
     ) -> torch.Tensor:
-        if attention_mask.dim() != 4:
-            return super().build_alibi_tensor(attention_mask, num_heads, dtype)
-        visible = _visible(attention_mask)
-        if visible.shape[-1] != visible.shape[-2]:
-            raise ValueError("a 4D attention mask for BLOOM must be square (no KV cache with packed rows)")
-        # a key's position in its document = keys its own query row sees - 1 (causal, same document)
-        positions = visible[:, 0].sum(-1) - 1  # [B, T]
-        slopes = alibi_slopes(num_heads, device=attention_mask.device)
+        if attention_mask.dim() == 4:
+            visible = _visible(attention_mask)
+            if visible.shape[-1] != visible.shape[-2]:
+                raise ValueError(
+                    "a 4D attention mask for BLOOM must be square (no KV cache with packed rows)"
+                )
+            # a key's position in its document = keys its own query row sees - 1 (causal, same document)
+            positions = visible[:, 0].sum(-1) - 1  # [B, T]
+        else:  # transformers' rule: a key's position = the non-padding keys before it
+            positions = (attention_mask.cumsum(-1) - 1) * attention_mask
+        slopes = _slopes_on(num_heads, attention_mask.device)
         alibi = slopes[None, :, None] * positions[:, None, :].to(torch.float32)
         return alibi.reshape(-1, 1, positions.shape[-1]).to(dtype)
 

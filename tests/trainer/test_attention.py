@@ -169,6 +169,33 @@ def test_bias_is_built_once_per_forward_and_aligned(monkeypatch):
     assert bias.shape == (2, 4, 12, 12) and bias.stride(-2) % 16 == 0
 
 
+def test_slopes_are_built_once_per_device_not_per_forward(monkeypatch):
+    """Building the slopes copies host numbers to the device (a stream sync on GPU): once per device and head
+    count, whatever the mask (packed 4D or padded 2D) and however many forwards."""
+    model = _model(BLOOM)
+    built = []
+    original = attention.alibi_slopes
+
+    def counting(*args, **kwargs):
+        built.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(attention, "alibi_slopes", counting)
+    attention._slopes_on.cache_clear()
+    packed = collate_packed(pack_examples(_examples(), max_len=12), pad_id=0)
+    padded = collate_sft(_examples(), pad_id=0)
+    for batch in (packed, padded, packed, padded):
+        model(**model_inputs(model, batch))
+    assert built == [(4,)]
+    # with a 2D mask the bias is transformers' own, bit for bit
+    from transformers.models.bloom.modeling_bloom import build_alibi_tensor
+
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1]])
+    for dtype in (torch.float32, torch.bfloat16):
+        ours = model.transformer.build_alibi_tensor(mask, 4, dtype)
+        assert torch.equal(ours, build_alibi_tensor(mask, 4, dtype))
+
+
 def test_packing_needs_restartable_positions():
     check_packing_supported(_model(LLAMA))
     check_packing_supported(_model(BLOOM))  # prepared by sisu: positions come from the mask
