@@ -344,11 +344,12 @@ class Trainer:
         (tests/trainer/test_step_syncs.py checks that no sisu code in this loop asks the device for a value).
         """
         sums: dict[str, torch.Tensor] = {}
+        make_nan = faults.nan_loss_at(step + 1)  # test hook
         for batch in batches:
             batch = {k: v.to(self.info.device, non_blocking=True) for k, v in batch.items()}
             with named_range("forward"):
                 loss_sum, stats = self.task.objective.loss(self.model, batch)
-            if faults.nan_loss_at(step + 1):  # test hook
+            if make_nan:
                 loss_sum = loss_sum * float("nan")
                 stats["loss_sum"] = loss_sum.detach()
             with named_range("backward"):

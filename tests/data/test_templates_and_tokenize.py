@@ -233,7 +233,7 @@ def test_a_planted_pickle_in_the_tokenization_cache_is_refused_not_run(tiny_toke
     import os
     import pickle
 
-    from data.tokenize import tokenization_key
+    from data.tokenize import load_cache, tokenization_key
 
     marker = tmp_path / "pwned"
 
@@ -249,7 +249,5 @@ def test_a_planted_pickle_in_the_tokenization_cache_is_refused_not_run(tiny_toke
         [CHAT], tokenizer=tiny_tokenizer, template=template, settings=settings, cache_dir=tmp_path
     )
     assert len(examples) == 1 and not marker.exists()
-    again, _ = tokenize_records(
-        [CHAT], tokenizer=tiny_tokenizer, template=template, settings=settings, cache_dir=tmp_path
-    )
-    assert again == examples  # the pickle was replaced by a real cache
+    cached = load_cache(tmp_path / f"tokenized-{key}.npz")  # the pickle was replaced by a real cache
+    assert cached is not None and cached[0] == examples

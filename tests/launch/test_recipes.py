@@ -50,13 +50,22 @@ def test_recipes_exist_for_the_paper():
     assert expected <= names
 
 
-def _outputs_of_other_recipes() -> set[str]:
-    found = set()
-    for recipe in RECIPES:
-        match = re.search(r"^output_dir: (\S+)", recipe.read_text(), re.M)
-        if match:
-            found.add(match.group(1))
-    return found
+def _output_dir(recipe: Path) -> str | None:
+    match = re.search(r"^output_dir: (\S+)", recipe.read_text(), re.M)
+    return match.group(1) if match else None
+
+
+def _named_outputs_of_other_recipes(recipe: Path, error: str) -> list[str]:
+    """The output folders of other recipes that `error` names (as a whole path component, not as a prefix of
+    another folder's name); the recipe's own output folder is taken out of the text first."""
+
+    def named(folder: str) -> str:
+        return re.escape(folder) + r"(?![\w.-])"
+
+    own = _output_dir(recipe)
+    text = re.sub(named(own), "", error) if own else error
+    others = {d for r in RECIPES if r != recipe and (d := _output_dir(r)) and d != own}
+    return sorted(d for d in others if re.search(named(d), text))
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(REPO)))
@@ -77,5 +86,5 @@ def test_recipe_starts_with_its_command_and_passes_dry_run(path, monkeypatch, ca
         return
     error = out.err.strip()
     assert code == 2 and "\n" not in error, out.err
-    waiting_for = [o for o in _outputs_of_other_recipes() if o in error and not str(path).endswith(o)]
+    waiting_for = _named_outputs_of_other_recipes(path, error)
     assert waiting_for, f"{path.name}: the dry run failed on something no earlier recipe writes: {error}"

@@ -323,8 +323,8 @@ def agreement(cases, *, sentence_splitter: str = "builtin", language: str = "en"
             if compat == "lumiopen" and language == "fi" and iid == "detectable_format:constrained_response":
                 from if_verifiable.common import get_loose_transformations
 
-                ref_strict = [*ref_strict[:j], bool(response.strip()) and _lumiopen_fi_constrained(response)]
-                ref_strict += _reference_verdicts(prompt, response)[0][j + 1 :]
+                strict_j = bool(response.strip()) and _lumiopen_fi_constrained(response)
+                ref_strict = [*ref_strict[:j], strict_j, *ref_strict[j + 1 :]]
                 variants = get_loose_transformations(response)
                 loose_j = any(v.strip() and _lumiopen_fi_constrained(v) for v in variants)
                 ref_loose = [*ref_loose[:j], loose_j, *ref_loose[j + 1 :]]
