@@ -53,10 +53,10 @@ from data.records import (
     row_lang,
     row_source_id,
 )
+from data.sources.messages import load_each
 from data.translate.segment import strip_code
 
 ID_KEYS = ("source_id", "prompt_id", "id")
-DROP_REASONS = ("chosen_equals_rejected", "chosen_not_in_target_language", "rejected_in_target_language")
 
 
 def _text(value: Any, *, what: str, origin: str) -> str:
@@ -94,8 +94,9 @@ def _preference_pair(row: dict, *, origin: str) -> tuple[tuple[dict, ...], str, 
 
 
 def parse_row(row: dict, *, origin: str, lang: str | None) -> PreferenceRecord | str | None:
-    """A validated PreferenceRecord; None if the row is in another language than `lang`; the reason (one of
-    DROP_REASONS) if the pair does not contrast languages. Raises InvalidRecord for invalid rows."""
+    """A validated PreferenceRecord; None if the row is in another language than `lang`; the reason
+    (chosen_equals_rejected, chosen_not_in_target_language, rejected_in_target_language) if the pair does not
+    contrast languages. Raises InvalidRecord for invalid rows."""
     if lang is None and row.get("lang") is None:
         raise InvalidRecord(
             origin, "missing_field", "missing field 'lang' (the target language; or set the source's lang)"
@@ -130,19 +131,4 @@ def load(
     rows: Iterable[Row], *, cfg: SourceConfig, report: LoadReport, on_invalid: str
 ) -> list[PreferenceRecord]:
     """One PreferenceRecord per valid row whose answers contrast the target language with the original one."""
-    records = []
-    for row in rows:
-        try:
-            if row.error is not None:
-                raise row.error
-            result = parse_row(row.data, origin=row.origin, lang=cfg.lang)
-        except InvalidRecord as error:
-            report.reject(error, on_invalid=on_invalid)
-            continue
-        if result is None:
-            report.drop("other_lang", row.origin)
-        elif isinstance(result, str):
-            report.drop(result, row.origin)
-        else:
-            records.append(result)
-    return records
+    return load_each(rows, parse_row, lang=cfg.lang, report=report, on_invalid=on_invalid)

@@ -32,13 +32,14 @@ def parse_row(row: dict, *, origin: str, lang: str | None) -> ChatRecord | None:
 
 def load_each(
     rows: Iterable[Row],
-    parse: Callable[..., R | None],
+    parse: Callable[..., R | str | None],
     *,
     lang: str | None,
     report: LoadReport,
     on_invalid: str,
 ) -> list[R]:
-    """Records of formats with one record per row: `parse(data, origin=, lang=)` -> record or None (other lang)."""
+    """Records of formats with one record per row: `parse(data, origin=, lang=)` -> the record, None (another
+    language: dropped as other_lang), or the reason a valid row is dropped (counted under it)."""
     records = []
     for row in rows:
         try:
@@ -50,6 +51,8 @@ def load_each(
             continue
         if record is None:
             report.drop("other_lang", row.origin)
+        elif isinstance(record, str):
+            report.drop(record, row.origin)
         else:
             records.append(record)
     return records
