@@ -4,5 +4,6 @@
 `io.py` read hub datasets and local files into validated records (`records.py`), every skip counted; `mix.py`
 nested en/fi mixes; `templates.py` chat rendering with the spans of the trained text; `tokenize.py` records ->
 examples (cached); `sampler.py` the resumable step sampler; `collate.py` and `packing.py` examples -> tensors;
-`pipeline.py` the path the trainer and inspect_data share; `translate/` the pure parts of translation.
+`pipeline.py` the path the trainer and inspect_data share; `translate/` the pure parts of translation;
+`text.py` text helpers the generation jobs share.
 """

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from data.text import cut_at_stop
 from trainer.distributed import all_gather_objects, broadcast_object, rank, world_size
 from trainer.profiling import named_range
 
@@ -233,16 +234,6 @@ def generate_batch(
         texts.append(text)
         truncated.append(cut == len(row) and len(row) >= max_new_tokens and text == decoded)
     return Generated(texts, count, truncated)
-
-
-def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
-    """`text` up to the earliest occurrence of any of `stop_strings` (all of it when none occurs)."""
-    end = len(text)
-    for stop in stop_strings:
-        found = text.find(stop) if stop else -1
-        if 0 <= found < end:
-            end = found
-    return text[:end]
 
 
 def batch_seed(seed: int, keys: Sequence[Any]) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from data.text import cut_at_stop
 from data.translate.config import TranslatePromptConfig
 
 LANGUAGE_NAMES = {
@@ -127,5 +128,4 @@ class FewShotPrompt:
 
     def clean(self, output: str) -> str:
         """A model continuation -> the translation: cut at the first stop string, surrounding spaces removed."""
-        found = [at for at in (output.find(stop) for stop in self.stop_strings) if at >= 0]
-        return output[: min(found, default=len(output))].strip()
+        return cut_at_stop(output, self.stop_strings).strip()
