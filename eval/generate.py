@@ -62,12 +62,12 @@ def load_generation_model(
 
 @dataclass(frozen=True)
 class GenerationItem:
-    """One prompt to answer. `prompt` is a one-turn user message rendered with the chat template, unless
-    `token_ids` gives the rendered prompt already (a multi-turn conversation, as the pair job renders them)."""
+    """One prompt to answer: its key, its text (written to the output rows) and its token ids as rendered with
+    the chat template and the generation prompt (`render_prompts` for one-turn prompts)."""
 
     key: Any
     prompt: str
-    token_ids: tuple[int, ...] | None = None
+    token_ids: tuple[int, ...]
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -248,7 +248,6 @@ def generate_all(
     tokenizer: Any,
     items: Sequence[GenerationItem],
     *,
-    template: Any,
     stops: Stops,
     out_path: Path,
     batch_size: int,
@@ -279,21 +278,16 @@ def generate_all(
             rewrite_rows(out_path, list(done_rows.values()))  # drop a line cut by a kill before appending
         done_keys = sorted(done_rows)
     done = set(broadcast_object(done_keys, src=0))
-    rendered = render_prompts(tokenizer, template, [item.prompt for item in items if item.token_ids is None])
-    token_ids, fresh = [], iter(rendered)
-    for item in items:
-        token_ids.append(list(item.token_ids) if item.token_ids is not None else next(fresh))
+    token_ids = [list(item.token_ids) for item in items]
     order = sorted(range(len(items)), key=lambda i: (-len(token_ids[i]), i))
     full_batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     batches = [(b, [i for i in b if str(items[i].key) not in done]) for b in full_batches]
     batches = [(b, todo) for b, todo in batches if todo]
     copies = samples_per_prompt or 1
     rounds = -(-len(batches) // world)
-    if rank == 0 and done:
-        logger.info(
-            "%s: %d of %d prompts already in %s; continuing", progress, len(done), len(items), out_path
-        )
     already = len(items) - sum(len(todo) for _, todo in batches)
+    if rank == 0 and already:
+        logger.info("%s: %d of %d prompts already in %s; continuing", progress, already, len(items), out_path)
     start, produced, new_count = time.perf_counter(), 0, 0
     for round_index in range(rounds):
         mine = round_index * world + rank

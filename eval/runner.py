@@ -17,7 +17,7 @@ from pathlib import Path
 from data.errors import Unreachable, hub_offline
 from data.templates import ChatTemplate
 from eval.config import BenchmarkConfig, EvalConfig
-from eval.generate import GenerationItem, generate_all, load_generation_model, stops_for
+from eval.generate import GenerationItem, generate_all, load_generation_model, render_prompts, stops_for
 from eval.ifeval import Prompt, format_table, load_hub_prompts, load_prompts, score, write_outputs
 from eval.job import generation_job
 from eval.language import response_language_rate
@@ -180,12 +180,12 @@ def run_eval(cfg: EvalConfig) -> None:
                     bench_dir / IDENTITY, json.dumps(identity, indent=2, ensure_ascii=False) + "\n"
                 )
                 logger.info("%s: %s (%s)", bench.name, selection.describe(), bench.path)
-            items = [GenerationItem(prompt_key(p), p.prompt) for p in prompts]
+            rendered = render_prompts(tokenizer, template, [p.prompt for p in prompts])
+            items = [GenerationItem(prompt_key(p), p.prompt, tuple(ids)) for p, ids in zip(prompts, rendered)]
             rows = generate_all(
                 model,
                 tokenizer,
                 items,
-                template=template,
                 stops=stops,
                 out_path=bench_dir / "responses.jsonl",
                 batch_size=cfg.generation.batch_size,

@@ -122,7 +122,6 @@ def run_pairs(cfg: PairsConfig) -> None:
             model,
             tokenizer,
             items,
-            template=template,
             stops=stops,
             out_path=out / GENERATIONS,
             batch_size=cfg.prompts_per_batch,
