@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from data.templates import ChatTemplate
 from data.text import cut_at_stop
 from trainer.distributed import all_gather_objects, broadcast_object, rank, world_size
 from trainer.profiling import named_range
@@ -116,6 +117,21 @@ def stops_for(
         else:
             texts.append(end_of_turn)
     return Stops(tuple(sorted(ids)), tuple(texts))
+
+
+def resolve_eval_template(tokenizer: object, name: str) -> ChatTemplate:
+    """The template prompts are rendered with: the model's own (sisu exports the one it trained with), or
+    `template` when set. A built-in template whose markers the tokenizer lacks is refused: the model never saw
+    them as tokens, so its answers would say nothing about the model."""
+    template = ChatTemplate.resolve(tokenizer, name)
+    missing = template.missing_markers(tokenizer)
+    if missing:
+        raise ValueError(
+            f"template {template.name!r} writes {', '.join(missing)}, which this tokenizer does not have as "
+            "tokens (a base model, or one trained with another template): use a model sisu trained with that "
+            "template (its export carries it), or set template to the one the model was trained with"
+        )
+    return template
 
 
 def render_prompts(tokenizer: Any, template: Any, prompts: Sequence[str]) -> list[list[int]]:

@@ -14,11 +14,18 @@ import json
 import logging
 from pathlib import Path
 
-from data.errors import Unreachable, hub_offline
 from data.templates import ChatTemplate
+from eval.benchmarks import read_benchmark_prompts
 from eval.config import BenchmarkConfig, EvalConfig
-from eval.generate import GenerationItem, generate_all, load_generation_model, render_prompts, stops_for
-from eval.ifeval import Prompt, format_table, load_hub_prompts, load_prompts, score, write_outputs
+from eval.generate import (
+    GenerationItem,
+    generate_all,
+    load_generation_model,
+    render_prompts,
+    resolve_eval_template,
+    stops_for,
+)
+from eval.ifeval import Prompt, format_table, score, write_outputs
 from eval.job import generation_job
 from eval.language import response_language_rate
 from eval.report import RunScores, category_accuracies, plot_categories
@@ -27,22 +34,6 @@ from trainer.fingerprint import model_fingerprint
 from trainer.model import load_tokenizer
 
 logger = logging.getLogger("sisu")
-
-
-def read_benchmark_prompts(location: str, *, subset: str | None, split: str, what: str) -> list[Prompt]:
-    """The prompts of a local IFEval-schema file or a hub dataset; `what` names it in errors. A hub dataset out of
-    reach offline raises Unreachable."""
-    path = Path(location).expanduser()
-    if path.suffix in (".jsonl", ".json") or path.exists():
-        if not path.is_file():
-            raise ValueError(f"{what}: {path} not found")
-        return load_prompts(path)
-    try:
-        return load_hub_prompts(location, config=subset, split=split)
-    except (ValueError, OSError) as exc:
-        if not hub_offline():
-            raise
-        raise Unreachable(f"{what}: {str(exc).splitlines()[0]}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,21 +74,6 @@ def select_benchmark(bench: BenchmarkConfig) -> BenchmarkSelection:
 
 def prompt_key(prompt: Prompt) -> object:
     return prompt.key if prompt.key is not None else prompt.prompt
-
-
-def resolve_eval_template(tokenizer: object, name: str) -> ChatTemplate:
-    """The template prompts are rendered with: the model's own (sisu exports the one it trained with), or
-    `template` when set. A built-in template whose markers the tokenizer lacks is refused: the model never saw
-    them as tokens, so its answers would say nothing about the model."""
-    template = ChatTemplate.resolve(tokenizer, name)
-    missing = template.missing_markers(tokenizer)
-    if missing:
-        raise ValueError(
-            f"eval: template {template.name!r} writes {', '.join(missing)}, which this tokenizer does not have as "
-            "tokens (a base model, or one trained with another template): evaluate a model sisu trained with "
-            "that template (its export carries it), or set template to the one the model was trained with"
-        )
-    return template
 
 
 IDENTITY = "generation.json"

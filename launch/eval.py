@@ -15,10 +15,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.errors import Unreachable  # noqa: E402
 from eval.config import EvalConfig  # noqa: E402
+from eval.generate import resolve_eval_template  # noqa: E402
 from eval.runner import (  # noqa: E402
     check_earlier_responses,
     generation_identity,
-    resolve_eval_template,
     run_eval,
     select_benchmark,
 )

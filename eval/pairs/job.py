@@ -31,6 +31,7 @@ from eval.generate import (
     check_run_settings,
     generate_all,
     load_generation_model,
+    resolve_eval_template,
     rewrite_rows,
     stops_for,
 )
@@ -42,12 +43,12 @@ from eval.pairs.pairing import Answer, Pair, choose_pair
 from eval.pairs.prompts import (
     PairPrompt,
     Screened,
+    benchmark_line,
     benchmark_prompts,
     benchmark_texts,
     load_pair_prompts,
     screen_prompts,
 )
-from eval.runner import resolve_eval_template
 from trainer.config import atomic_write_text, config_to_dict
 from trainer.distributed import barrier
 from trainer.fingerprint import model_fingerprint
@@ -290,7 +291,7 @@ def dry_run(cfg: PairsConfig, world_size: int) -> list[str]:
             )
             continue
         refused.update(texts)
-        lines.append(f"benchmark {bench.path}: its {len(texts)} prompts are refused")
+        lines.append(benchmark_line(bench, len(texts)))
     try:
         tokenizer = load_tokenizer(cfg.model)
     except Unreachable as exc:

@@ -25,9 +25,9 @@ from data.mix import select_fraction
 from data.records import ChatRecord, LoadReport, stable_id
 from data.sources import load_source
 from data.templates import ChatTemplate, TemplateError, render_preference
+from eval.benchmarks import read_benchmark_prompts
 from eval.ifeval import Prompt, load_prompts
 from eval.pairs.config import BenchmarkPromptsConfig, PairsConfig
-from eval.runner import read_benchmark_prompts
 
 BENCHMARK_PROMPT = "benchmark_prompt"
 DUPLICATE_PROMPT = "duplicate_prompt"
@@ -110,9 +110,13 @@ def benchmark_texts(benchmarks: Sequence[BenchmarkPromptsConfig]) -> tuple[set[s
     for index, bench in enumerate(benchmarks):
         found = benchmark_prompts(bench, index=index)
         texts.update(found)
-        subset = f" ({bench.subset})" if bench.subset else ""
-        lines.append(f"benchmark {bench.path}{subset}: its {len(found)} prompts are refused")
+        lines.append(benchmark_line(bench, len(found)))
     return texts, lines
+
+
+def benchmark_line(bench: BenchmarkPromptsConfig, num_prompts: int) -> str:
+    subset = f" ({bench.subset})" if bench.subset else ""
+    return f"benchmark {bench.path}{subset}: its {num_prompts} prompts are refused"
 
 
 def render_prompt(tokenizer: Any, template: ChatTemplate, messages: Sequence[dict]) -> list[int]:

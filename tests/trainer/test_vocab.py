@@ -90,7 +90,7 @@ def test_a_tokenizer_that_does_not_belong_to_the_model_is_refused(repo):
 
 
 def test_eval_refuses_a_template_whose_markers_the_model_never_saw(repo):
-    from eval.runner import resolve_eval_template
+    from eval.generate import resolve_eval_template
 
     base = load_tokenizer(ModelConfig(tokenizer=str(repo / BASE)))
     with pytest.raises(
