@@ -17,9 +17,7 @@ def option(default: Any = dataclasses.MISSING, *, help: str, factory: Any = data
     metadata = {"help": help}
     if factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=factory, metadata=metadata)
-    if default is dataclasses.MISSING:
-        return dataclasses.field(metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)  # no default (MISSING): a required field
 
 
 @dataclasses.dataclass

@@ -178,13 +178,13 @@ def mark_trained_text(
 def examples_by_source(bundle: DataBundle) -> dict[tuple[str, str], list[int]]:
     """Indices of the examples of each (source, language), sources as data.sources names them, in data order."""
     labels = sorted((report.source for report in bundle.reports), key=len, reverse=True)
-    source_of: dict[tuple[str, str], str] = {}
-    for record in bundle.records:
-        label = next((lab for lab in labels if record.origin.startswith(lab)), record.origin)
-        source_of.setdefault((record.source_id, record.lang), label)
     groups: dict[tuple[str, str], list[int]] = {}
+    # Tokenization keeps the records' order and only drops some: an example's record is the next one with its id
+    # and language (ids alone may repeat across sources).
+    records = iter(bundle.records)
     for index, example in enumerate(bundle.examples):
-        label = source_of.get((example.source_id, example.lang), "?")
+        record = next(r for r in records if (r.source_id, r.lang) == (example.source_id, example.lang))
+        label = next((lab for lab in labels if record.origin.startswith(lab)), record.origin)
         groups.setdefault((label, example.lang), []).append(index)
     return groups
 

@@ -143,23 +143,16 @@ class UntranslatedFilterConfig:
 
 
 @dataclasses.dataclass
-class BudgetCutFilterConfig:
-    """Remove items with a segment whose translation ran into its token budget (cut off, not finished)."""
-
-    enabled: bool = option(True, help="Apply this filter (reason `budget_cut`).")
-
-
-@dataclasses.dataclass
 class CleaningConfig:
     """Filters applied to every translated item; each removal is counted by reason in report.json."""
 
     empty: FilterSwitch = option(
         help="Reason `empty_segment`: a segment with letters translated to nothing.", factory=FilterSwitch
     )
-    budget_cut: BudgetCutFilterConfig = option(
+    budget_cut: FilterSwitch = option(
         help="Reason `budget_cut`: a segment's translation stopped at its token budget "
         "(segments.length_factor x its tokens + segments.extra_new_tokens, at most generation.max_new_tokens).",
-        factory=BudgetCutFilterConfig,
+        factory=FilterSwitch,
     )
     untranslated: UntranslatedFilterConfig = option(
         help="Reason `untranslated_segment`.", factory=UntranslatedFilterConfig
