@@ -27,7 +27,7 @@ from planner.memory import (
     precompute_phase_bytes,
 )
 from planner.runtime import CPU_RUNTIME_GIB, measure_runtime_baseline
-from planner.throughput import Throughput, estimate_throughput
+from planner.throughput import estimate_throughput
 from trainer import devices
 from trainer.config import load_config, read_yaml
 from trainer.jobs import DPOConfig, SFTConfig
@@ -118,10 +118,7 @@ class PlanResult:
     arch: Architecture
     settings: RunSettings | GenerationSettings
     plan: MemoryPlan  # at the recipe's settings
-    plan_other: MemoryPlan  # the same with activation checkpointing toggled
-    largest: dict[bool, int]  # activation checkpointing -> largest micro batch that fits
     budget: float
-    throughput: Throughput | None
 
 
 def make_plan(req: PlanRequest) -> PlanResult:
@@ -219,7 +216,7 @@ def make_plan(req: PlanRequest) -> PlanResult:
         mean_tokens=mean_tokens,
         data_note=data_note,
     )
-    return PlanResult(lines, arch, settings, plan, plan_other, largest, budget, throughput)
+    return PlanResult(lines, arch, settings, plan, budget)
 
 
 def _device(req: PlanRequest) -> Any:
@@ -338,7 +335,7 @@ def _make_generation_plan(req: PlanRequest, job: str, device: Any) -> PlanResult
             break
         largest = batch
     lines.append(f"largest batch that fits (1..{req.max_micro_batch}): {largest}")
-    return PlanResult(lines, arch, settings, plan, plan, {False: largest, True: largest}, budget, None)
+    return PlanResult(lines, arch, settings, plan, budget)
 
 
 def _count_data(cfg: Any, job: str) -> tuple[int | None, float | None, str]:
