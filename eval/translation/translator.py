@@ -127,9 +127,8 @@ class ModelTranslator:
             count = int(reduce_values([len(batches)], op="max")[0])
             batches += [None] * (count - len(batches))
         for batch in batches:
-            if (
-                batch is None
-            ):  # nothing left on this rank: a dummy keeps the sharded model's collectives in step
+            # nothing left on this rank: a dummy batch keeps the sharded model's collectives in step
+            if batch is None:
                 generate_batch(
                     self.model,
                     self.tokenizer,
