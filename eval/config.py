@@ -35,6 +35,10 @@ class GenerationConfig:
     temperature: float = option(1.0, help="Sampling temperature (do_sample only).")
     top_p: float = option(1.0, help="Nucleus sampling (do_sample only).")
 
+    def check(self) -> None:
+        if self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ValueError("generation.batch_size and generation.max_new_tokens must be >= 1")
+
 
 @dataclasses.dataclass
 class EvalConfig:

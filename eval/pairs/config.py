@@ -104,8 +104,6 @@ class PairsConfig:
             raise ValueError(
                 f"generation.samples_per_prompt must be >= 2, got {self.generation.samples_per_prompt}"
             )
-        if self.generation.batch_size < 1 or self.generation.max_new_tokens < 1:
-            raise ValueError("generation.batch_size and generation.max_new_tokens must be >= 1")
         if not (self.generation.temperature > 0 and 0 < self.generation.top_p <= 1):
             raise ValueError("generation: temperature > 0 and 0 < top_p <= 1 required")
         if self.max_prompt_tokens < 1:

@@ -84,8 +84,6 @@ class TranslateConfig:
             raise ValueError(f"roles: unknown role(s) {unknown} (expected system, user, assistant)")
         if self.generation.do_sample:
             raise ValueError("generation.do_sample must be false: translation decodes greedily")
-        if self.generation.batch_size < 1 or self.generation.max_new_tokens < 1:
-            raise ValueError("generation.batch_size and generation.max_new_tokens must be >= 1")
 
 
 def settings(cfg: TranslateConfig) -> dict:
