@@ -37,23 +37,14 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import common  # noqa: E402
-from bench.gpu_mfu import TINYLLAMA_1B  # noqa: E402
+from bench.gpu_mfu import SMOKE, TINYLLAMA_1B  # noqa: E402
 
 REPO = common.REPO
 # ~1B parameters each with the tiny byte-level tokenizers (the vocabulary adds almost nothing)
 BLOOM_1B = {"model_type": "bloom", "hidden_size": 2048, "n_head": 16, "n_layer": 20}
 LLAMA_1B = TINYLLAMA_1B  # bench/gpu_mfu.py's model
 TINY_BLOOM = {"model_type": "bloom", "hidden_size": 64, "n_head": 4, "n_layer": 2}
-TINY_LLAMA = {
-    "model_type": "llama",
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 1024,
-    "tie_word_embeddings": False,
-}
+TINY_LLAMA = {**SMOKE, "tie_word_embeddings": False}  # bench/gpu_mfu.py's smoke model, untied
 # BLOOM gets the base tokenizer without a chat template (sisu adds the ChatML markers, as for Poro-34B); Llama the
 # tokenizer that has ChatML.
 TOKENIZERS = {"bloom": "recipes/test/tokenizer_base", "llama": "recipes/test/tokenizer"}
