@@ -257,7 +257,7 @@ def precompute_phase_bytes(
     logits = (
         (12.0 + c) * ref.vocab * s.tokens
         if s.loss_chunk_size is None
-        else 12.0 * min(s.loss_chunk_size, s.tokens) * ref.vocab
+        else 12.0 * min(s.loss_chunk_size, s.tokens) * ref.vocab + c * ref.hidden * s.tokens  # as plan_memory
     )
     return (
         s.param_bytes * (arch.total_params() + ref.total_params()) / W
