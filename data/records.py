@@ -59,6 +59,20 @@ class LoadReport:
     examples: dict[str, str] = dataclasses.field(default_factory=dict)  # reason -> first origin seen
     num_selected: int | None = None  # records kept after fraction subsetting (set by data.mix.build_mix)
 
+    def as_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "skipped": dict(self.skipped)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LoadReport:
+        return cls(**{**data, "skipped": collections.Counter(data["skipped"])})
+
+    def merge(self, other: LoadReport) -> None:
+        """Add the counts of a later part of the same source (the first example of a reason stays the earliest)."""
+        self.num_rows += other.num_rows
+        self.skipped.update(other.skipped)
+        for reason, origin in other.examples.items():
+            self.examples.setdefault(reason, origin)
+
     def drop(self, reason: str, origin: str, count: int = 1) -> None:
         """Count `count` rows or records that were left out for `reason`."""
         if count <= 0:

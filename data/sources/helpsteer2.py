@@ -110,9 +110,8 @@ def _pair(
 
 def load(
     rows: Iterable[Row], *, cfg: SourceConfig, report: LoadReport, on_invalid: str
-) -> list[PreferenceRecord]:
-    """One PreferenceRecord per prompt group with a large enough helpfulness gap, in file order."""
-    records = []
+) -> Iterator[PreferenceRecord]:
+    """One PreferenceRecord per prompt group with a large enough helpfulness gap, in file order, as read."""
     for group in _groups(rows, report=report, on_invalid=on_invalid):
         try:
             record = _pair(group, cfg=cfg, report=report)
@@ -120,5 +119,4 @@ def load(
             report.reject(error, on_invalid=on_invalid)
             continue
         if record is not None:
-            records.append(record)
-    return records
+            yield record

@@ -37,7 +37,7 @@ fields, bad conversations) follow data.on_invalid like in every other format.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from data.config import SourceConfig
@@ -129,6 +129,7 @@ def parse_row(row: dict, *, origin: str, lang: str | None) -> PreferenceRecord |
 
 def load(
     rows: Iterable[Row], *, cfg: SourceConfig, report: LoadReport, on_invalid: str
-) -> list[PreferenceRecord]:
-    """One PreferenceRecord per valid row whose answers contrast the target language with the original one."""
+) -> Iterator[PreferenceRecord]:
+    """One PreferenceRecord per valid row whose answers contrast the target language with the original one, as
+    they are read."""
     return load_each(rows, parse_row, lang=cfg.lang, report=report, on_invalid=on_invalid)

@@ -7,7 +7,7 @@ optional `lang`, optional id: `source_id`, else `prompt_id`, else `id`, else a h
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from data.config import SourceConfig
@@ -37,10 +37,9 @@ def load_each(
     lang: str | None,
     report: LoadReport,
     on_invalid: str,
-) -> list[R]:
-    """Records of formats with one record per row: `parse(data, origin=, lang=)` -> the record, None (another
-    language: dropped as other_lang), or the reason a valid row is dropped (counted under it)."""
-    records = []
+) -> Iterator[R]:
+    """Records of formats with one record per row, as they are read: `parse(data, origin=, lang=)` -> the
+    record, None (another language: dropped as other_lang), or the reason a valid row is dropped (counted)."""
     for row in rows:
         try:
             if row.error is not None:
@@ -54,10 +53,9 @@ def load_each(
         elif isinstance(record, str):
             report.drop(record, row.origin)
         else:
-            records.append(record)
-    return records
+            yield record
 
 
-def load(rows: Iterable[Row], *, cfg: SourceConfig, report: LoadReport, on_invalid: str) -> list[ChatRecord]:
-    """ChatRecords of all valid rows in cfg.lang (if set)."""
+def load(rows: Iterable[Row], *, cfg: SourceConfig, report: LoadReport, on_invalid: str) -> Iterator[ChatRecord]:
+    """ChatRecords of all valid rows in cfg.lang (if set), as they are read."""
     return load_each(rows, parse_row, lang=cfg.lang, report=report, on_invalid=on_invalid)

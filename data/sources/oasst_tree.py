@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from data.config import SourceConfig
 from data.errors import InvalidRecord, preview
@@ -80,8 +80,11 @@ def _best(replies: list[_Message]) -> _Message:
     return min(replies, key=lambda m: (m.rank is None, m.rank or 0, m.message_id))
 
 
-def load(rows: Iterable[Row], *, cfg: SourceConfig, report: LoadReport, on_invalid: str) -> list[ChatRecord]:
-    """One ChatRecord per tree (root prompt) with at least one usable assistant reply, in file order of roots."""
+def load(
+    rows: Iterable[Row], *, cfg: SourceConfig, report: LoadReport, on_invalid: str
+) -> Iterator[ChatRecord]:
+    """One ChatRecord per tree (root prompt) with at least one usable assistant reply, in file order of roots.
+    The messages of the whole source are held while the trees are rebuilt (a message's reply may come later)."""
     seen: set[str] = set()  # every readable message_id, kept or not: tells orphans from dropped parents
     kept: dict[str, _Message] = {}
     for row in rows:
@@ -121,7 +124,6 @@ def load(rows: Iterable[Row], *, cfg: SourceConfig, report: LoadReport, on_inval
             reason = "orphan" if message.parent_id not in seen else "descendant_of_dropped"
             report.drop(reason, message.origin)
 
-    records = []
     for root in roots:
         path = [root]
         while replies.get(path[-1].message_id):
@@ -137,5 +139,4 @@ def load(rows: Iterable[Row], *, cfg: SourceConfig, report: LoadReport, on_inval
             report.reject(error, on_invalid=on_invalid)
             continue
         source_id = root.tree_id or root.message_id
-        records.append(ChatRecord(messages=messages, lang=root.lang, source_id=source_id, origin=root.origin))
-    return records
+        yield ChatRecord(messages=messages, lang=root.lang, source_id=source_id, origin=root.origin)

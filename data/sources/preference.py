@@ -13,7 +13,7 @@ nothing and its DPO loss is constant.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from data.config import SourceConfig
@@ -98,6 +98,6 @@ def parse_row(row: dict, *, origin: str, lang: str | None) -> PreferenceRecord |
 
 def load(
     rows: Iterable[Row], *, cfg: SourceConfig, report: LoadReport, on_invalid: str
-) -> list[PreferenceRecord]:
-    """PreferenceRecords of all valid rows in cfg.lang (if set); each row is one pair."""
+) -> Iterator[PreferenceRecord]:
+    """PreferenceRecords of all valid rows in cfg.lang (if set), as they are read; each row is one pair."""
     return load_each(rows, parse_row, lang=cfg.lang, report=report, on_invalid=on_invalid)

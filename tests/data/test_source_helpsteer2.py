@@ -197,7 +197,7 @@ def test_shared_sample_schema(shared: Path, tmp_path: Path) -> None:
     path = str(shared / "samples" / "helpsteer2_sample.jsonl")
     report = LoadReport(source=path)
     cfg = SourceConfig(path=path, format="helpsteer2")
-    assert helpsteer2.load(read_rows(path), cfg=cfg, report=report, on_invalid="error") == []
+    assert list(helpsteer2.load(read_rows(path), cfg=cfg, report=report, on_invalid="error")) == []
     assert report.skipped == collections.Counter(unpaired=1) and report.examples == {"unpaired": f"{path}:1"}
     with pytest.raises(DataError, match=r"no usable records in 1 rows \(left out: unpaired=1"):
         load_source(cfg)
