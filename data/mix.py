@@ -29,7 +29,8 @@ def subset_size(n: int, fraction: float) -> int:
     return min(n, max(1, math.floor(fraction * n + 0.5)))
 
 
-def _rank_key(seed: int, source_id: str) -> bytes:
+def rank_key(seed: int, source_id: str) -> bytes:
+    """The subset ranking key of a record (8 bytes; data/scan.py compares them as big-endian integers)."""
     return hashlib.blake2b(f"{seed}\x00{source_id}".encode(), digest_size=8).digest()
 
 
@@ -42,7 +43,7 @@ def select_fraction(records: Sequence[R], *, fraction: float, seed: int) -> list
     k = subset_size(len(records), fraction)
     if k == len(records):
         return list(records)
-    order = sorted(range(len(records)), key=lambda i: (_rank_key(seed, records[i].source_id), i))
+    order = sorted(range(len(records)), key=lambda i: (rank_key(seed, records[i].source_id), i))
     keep = set(order[:k])
     return [record for i, record in enumerate(records) if i in keep]
 

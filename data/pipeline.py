@@ -1,4 +1,8 @@
-"""The data path the trainer and `launch/inspect_data.py` share: config -> records -> tokenized examples."""
+"""The data path the trainer and `launch/inspect_data.py` share: config -> records -> tokenized examples.
+
+The examples live on disk (data/store.py), built once by all ranks (data/build.py) and memory-mapped; a
+DataBundle holds the mapped dataset, what loading and tokenizing reported, and the template.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +10,22 @@ import collections
 import dataclasses
 import logging
 import os
-import statistics
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
+from data.build import prepare, reports_of, stats_of
 from data.config import DataConfig
 from data.errors import DataError
-from data.mix import build_mix
-from data.records import ChatRecord, LoadReport
+from data.group import LOCAL, Group
+from data.records import LoadReport
 from data.sources import CHAT_FORMATS, PREFERENCE_FORMATS
-from data.templates import ChatTemplate, render_chat
-from data.tokenize import (
-    IGNORE_INDEX,
-    PreferenceExample,
-    TokenizeSettings,
-    TokenizeStats,
-    tokenization_key,
-    tokenize_records,
-)
+from data.store import TokenizedDataset
+from data.templates import ChatTemplate
+from data.tokenize import IGNORE_INDEX, PreferenceExample, TokenizeSettings, TokenizeStats
 
 logger = logging.getLogger("sisu")
 
@@ -34,30 +37,42 @@ class DataBundle:
     """Everything the trainer needs from the data layer, plus what happened on the way."""
 
     kind: Kind
-    examples: list
+    dataset: TokenizedDataset
     reports: list[LoadReport]
     stats: TokenizeStats
     template: ChatTemplate
-    records: list
     max_len: int | None = None
-    key: str = ""  # hash of the records, tokenizer, template and settings (the tokenization cache key)
+    key: str = ""  # what the tokenized data was made of (sources' bytes, tokenizer, template, settings)
 
-    def lengths(self) -> list[int]:
-        if self.kind == "sft":
-            return [len(e.input_ids) for e in self.examples]
-        return [e.length for e in self.examples]
+    @property
+    def sampled_from(self) -> int | None:
+        """The number of records of the mix when only a sample of them was tokenized (a dry run), else None."""
+        return self.dataset.meta["covers"].get("sample_of")
+
+    def estimated_examples(self) -> int:
+        """The examples of the whole mix: exact, or scaled from the sample."""
+        if self.sampled_from is None:
+            return len(self.dataset)
+        return round(len(self.dataset) * self.sampled_from / max(self.stats.num_records, 1))
+
+    def lengths(self) -> np.ndarray:
+        return self.dataset.lengths()
 
     def num_target_tokens(self) -> int:
-        if self.kind == "sft":
-            return sum(e.num_target_tokens for e in self.examples)
-        return sum(len(e.chosen_ids) + len(e.rejected_ids) for e in self.examples)
+        return self.dataset.num_target_tokens()
 
     def summary_lines(self) -> list[str]:
         lines = [f"source {report.summary()}" for report in self.reports]
-        by_lang = collections.Counter(e.lang for e in self.examples)
-        langs = ", ".join(f"{lang}: {n}" for lang, n in sorted(by_lang.items()))
+        if self.sampled_from is not None:
+            lines.append(
+                f"tokenized a sample: {self.stats.num_records} of the {self.sampled_from} records, spread evenly "
+                "(every record was read and validated; the run tokenizes all of them): the counts and lengths "
+                "below are the sample's"
+            )
+        langs_seen = np.bincount(self.dataset.lang_codes(), minlength=len(self.dataset.langs))
+        langs = ", ".join(f"{lang}: {int(n)}" for lang, n in zip(self.dataset.langs, langs_seen) if n)
         lines.append(
-            f"{self.kind} examples: {len(self.examples)} ({langs}) from {self.stats.num_records} records; "
+            f"{self.kind} examples: {len(self.dataset)} ({langs}) from {self.stats.num_records} records; "
             f"truncated {self.stats.num_truncated}; dropped "
             + (
                 ", ".join(
@@ -74,12 +89,12 @@ class DataBundle:
                 f"prompt of {self.stats.num_folded_system} records was folded into their {where} user turn"
             )
         lengths = self.lengths()
-        if lengths:
-            ordered = sorted(lengths)
-            p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+        if len(lengths):
+            ordered = np.sort(lengths)
+            p90 = int(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))])
             lines.append(
-                f"tokens per example: min {ordered[0]}, median {statistics.median(ordered):.0f}, p90 {p90}, "
-                f"max {ordered[-1]}, mean {statistics.fmean(ordered):.1f}; target tokens {self.num_target_tokens()}"
+                f"tokens per example: min {int(ordered[0])}, median {float(np.median(ordered)):.0f}, p90 {p90}, "
+                f"max {int(ordered[-1])}, mean {float(lengths.mean()):.1f}; target tokens {self.num_target_tokens()}"
             )
         return lines
 
@@ -112,8 +127,13 @@ def build_dataset(
     expect: Kind | None = None,
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
+    group: Group = LOCAL,
+    tokenize_at_most: int | None = None,
 ) -> DataBundle:
-    """Load, mix and tokenize `cfg.sources`. `expect` guards against preference data in SFT and vice versa."""
+    """Load, mix and tokenize `cfg.sources` (all ranks of `group` together; see data/build.py). `expect` guards
+    against preference data in SFT and vice versa. `use_cache=False` builds in a temporary directory that is gone
+    when this returns (one process only; the mapped files stay readable). `tokenize_at_most`: unless the data is
+    tokenized already, tokenize only a sample of that many records (dry runs; see DataBundle.sampled_from)."""
     kind = data_kind(cfg)
     if expect is not None and kind != expect:
         wanted = (
@@ -122,9 +142,6 @@ def build_dataset(
             else f"preference sources ({', '.join(PREFERENCE_FORMATS)})"
         )
         raise DataError(f"this job needs {wanted}, but data.sources holds {kind} data")
-    records, reports = build_mix(cfg)
-    if not records:
-        raise DataError("no usable records in data.sources (see the skip counts above)")
     template = ChatTemplate.resolve(tokenizer, cfg.template)
     settings = TokenizeSettings(
         max_seq_len=max_seq_len,
@@ -133,26 +150,28 @@ def build_dataset(
         max_prompt_length=cfg.max_prompt_length,
         on_invalid=cfg.on_invalid,
     )
-    key = tokenization_key(records, tokenizer, template, settings)
-    examples, stats = tokenize_records(
-        records,
-        tokenizer=tokenizer,
-        template=template,
-        settings=settings,
-        num_workers=cfg.num_workers,
-        cache_dir=(cfg.cache_dir or cache_dir or default_cache_dir()) if use_cache else None,
-        key=key,
+    if use_cache:
+        root = Path(cfg.cache_dir or cache_dir or default_cache_dir())
+        dataset = prepare(cfg, kind=kind, tokenizer=tokenizer, template=template, settings=settings,
+                          cache_dir=root, group=group, max_records=tokenize_at_most)  # fmt: skip
+    else:
+        assert group.world_size == 1, "use_cache=False builds in a directory of this process only"
+        root = Path(tempfile.mkdtemp(prefix="sisu-tokenized-"))
+        try:
+            dataset = prepare(cfg, kind=kind, tokenizer=tokenizer, template=template, settings=settings,
+                              cache_dir=root, group=group, max_records=tokenize_at_most)  # fmt: skip
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+    return DataBundle(
+        kind, dataset, reports_of(dataset), stats_of(dataset), template, max_len=max_seq_len, key=dataset.key
     )
-    if not examples:
-        raise DataError("every record was dropped during tokenization (see the drop counts)")
-    return DataBundle(kind, examples, reports, stats, template, records, max_len=max_seq_len, key=key)
 
 
 def mark_trained_text(
     bundle: DataBundle, tokenizer: Any, index: int = 0, *, open_mark: str = "⟦", close_mark: str = "⟧"
 ) -> str:
     """Decode example `index` with the tokens that carry loss wrapped in marks (for inspection)."""
-    example = bundle.examples[index]
+    example = bundle.dataset[index]
     if isinstance(example, PreferenceExample):
         prompt = tokenizer.decode(list(example.prompt_ids))
         chosen = tokenizer.decode(list(example.chosen_ids))
@@ -177,19 +196,9 @@ def mark_trained_text(
 
 def examples_by_source(bundle: DataBundle) -> dict[tuple[str, str], list[int]]:
     """Indices of the examples of each (source, language), sources as data.sources names them, in data order."""
-    labels = sorted((report.source for report in bundle.reports), key=len, reverse=True)
-    groups: dict[tuple[str, str], list[int]] = {}
-    # Tokenization keeps the records' order and only drops some: an example's record is the next one with its id
-    # and language (ids alone may repeat across sources).
-    records = iter(bundle.records)
-    for index, example in enumerate(bundle.examples):
-        record = next(r for r in records if (r.source_id, r.lang) == (example.source_id, example.lang))
-        label = next((lab for lab in labels if record.origin.startswith(lab)), record.origin)
-        groups.setdefault((label, example.lang), []).append(index)
-    return groups
-
-
-def rendered_spans(tokenizer: Any, template: ChatTemplate, record: ChatRecord) -> list[str]:
-    """The assistant spans of a record as text (used by tests and inspection)."""
-    rendered = render_chat(tokenizer, template, record.messages)
-    return [rendered.text[a:b] for a, b in rendered.assistant_spans]
+    sources = bundle.dataset.source_codes()
+    langs = bundle.dataset.lang_codes()
+    groups: dict[tuple[str, str], list[int]] = collections.defaultdict(list)
+    for index, (source, lang) in enumerate(zip(sources.tolist(), langs.tolist())):
+        groups[(bundle.reports[source].source, bundle.dataset.langs[lang])].append(index)
+    return dict(groups)

@@ -1,29 +1,20 @@
-"""Records -> tokenized examples: chat rendering, label masks, truncation, an on-disk cache, parallel workers."""
+"""Records -> tokenized examples: chat rendering, label masks, truncation, statistics of what was dropped."""
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
 import dataclasses
-import hashlib
-import json
-import logging
 import multiprocessing
-import os
-import tempfile
-from collections.abc import Sequence
-from pathlib import Path
+import threading
+from collections.abc import Iterable, Sequence
 from typing import Any
-
-import numpy as np
 
 from data.errors import DataError
 from data.records import ChatRecord, PreferenceRecord
 from data.templates import ChatTemplate, TemplateError, render_chat, render_preference
 
-logger = logging.getLogger("sisu")
 IGNORE_INDEX = -100
-CACHE_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,24 +168,35 @@ def tokenize_preference(
     ), None
 
 
-# --- parallel workers -----------------------------------------------------------------------------------------
+# --- many records -----------------------------------------------------------------------------------------------
 
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(tokenizer: Any, template: ChatTemplate, settings: TokenizeSettings) -> None:
-    _WORKER.update(tokenizer=tokenizer, template=template, settings=settings)
+_WORKER = threading.local()  # per thread: a rank's work thread, or a worker process's main thread
 
 
-def _tokenize_chunk(records: Sequence[ChatRecord | PreferenceRecord]) -> tuple[list, TokenizeStats]:
-    stats = TokenizeStats(num_records=len(records))
+def init_worker(tokenizer: Any, template: ChatTemplate, settings: TokenizeSettings) -> None:
+    """What `tokenize_each` uses in this thread (a worker process's initializer, or called directly)."""
+    _WORKER.kwargs = {"tokenizer": tokenizer, "template": template, "settings": settings}
+
+
+def tokenize_each(
+    records: Iterable[ChatRecord | PreferenceRecord], *, kept: list[int] | None = None
+) -> tuple[list, TokenizeStats]:
+    """The examples of `records` (order kept) and what happened, with the tokenizer, template and settings of
+    `init_worker`; `kept` receives the position of each example's record. A record the template cannot render is
+    a data problem: DataError (`on_invalid: error`, one line naming the record) or counted under
+    `template_error` (`skip`)."""
+    stats = TokenizeStats()
     out = []
-    for record in records:
-        fn = tokenize_chat if isinstance(record, ChatRecord) else tokenize_preference
+    for position, record in enumerate(records):
+        stats.num_records += 1
+        is_chat = isinstance(record, ChatRecord)
+        fn = tokenize_chat if is_chat else tokenize_preference
+        if (record.messages if is_chat else record.prompt)[0]["role"] == "system":
+            stats.num_folded_system += 1  # counted as folded only where the template folds (see finish_stats)
         try:
-            example, reason = fn(record, **_WORKER)
+            example, reason = fn(record, **_WORKER.kwargs)
         except TemplateError as exc:  # a data problem: this record cannot be written in the template
-            if _WORKER["settings"].on_invalid != "skip":
+            if _WORKER.kwargs["settings"].on_invalid != "skip":
                 raise DataError(f"{record.origin}: {exc}") from None
             stats.drop("template_error", f"{record.origin}: {exc}")
             continue
@@ -204,21 +206,28 @@ def _tokenize_chunk(records: Sequence[ChatRecord | PreferenceRecord]) -> tuple[l
         stats.num_examples += 1
         stats.num_truncated += int(example.truncated)
         out.append(example)
+        if kept is not None:
+            kept.append(position)
     return out, stats
 
 
-def tokenization_key(
-    records: Sequence, tokenizer: Any, template: ChatTemplate, settings: TokenizeSettings
-) -> str:
-    digest = hashlib.sha256()
-    digest.update(f"v{CACHE_VERSION}".encode())
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    vocab = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    digest.update(hashlib.sha256(vocab.encode()).digest())
-    digest.update(json.dumps([template.source, template.end_of_turn, dataclasses.asdict(settings)]).encode())
-    for record in records:
-        digest.update(json.dumps(dataclasses.asdict(record), sort_keys=True, ensure_ascii=False).encode())
-    return digest.hexdigest()[:24]
+def finish_stats(stats: TokenizeStats, *, tokenizer: Any, template: ChatTemplate) -> TokenizeStats:
+    """The merged statistics of all records: the all-records-failed check (one line naming the template and the
+    first record) and where system prompts were folded (the records with one count only if the template folds)."""
+    failed = stats.dropped.get("template_error", 0)
+    if stats.num_records and failed == stats.num_records:
+        raise DataError(
+            f"chat template {template.name!r} cannot render any of the {stats.num_records} records; the first: "
+            f"{stats.examples['template_error']}"
+        )
+    stats.system_fold = template.system_prompt_fold(tokenizer)
+    if stats.system_fold is None:
+        stats.num_folded_system = 0
+    return stats
+
+
+def _tokenize_chunk(records: Sequence[ChatRecord | PreferenceRecord]) -> tuple[list, TokenizeStats]:
+    return tokenize_each(records)
 
 
 def tokenize_records(
@@ -228,29 +237,15 @@ def tokenize_records(
     template: ChatTemplate,
     settings: TokenizeSettings,
     num_workers: int = 1,
-    cache_dir: str | os.PathLike | None = None,
-    key: str | None = None,
 ) -> tuple[list[SFTExample | PreferenceExample], TokenizeStats]:
-    """Tokenize all records (order kept), using the on-disk cache when its key matches.
-
-    A record the template cannot render stops the job (`on_invalid: error`) or is counted under
-    `template_error` (`skip`); when the template renders none of the records, the job stops either way, in one
-    line naming the template and the first record.
-    """
-    cache_path = None
-    if cache_dir is not None:
-        key = key or tokenization_key(records, tokenizer, template, settings)
-        cache_path = Path(cache_dir) / f"tokenized-{key}.npz"
-        cached = load_cache(cache_path) if cache_path.is_file() else None
-        if cached is not None:
-            logger.info("tokenized data: %d examples from cache %s", len(cached[0]), cache_path)
-            return cached
+    """Tokenize a list of records in memory (order kept), optionally in `num_workers` processes. The training
+    data path tokenizes into the on-disk store instead (data/build.py), with the same functions."""
     chunk = max(1, len(records) // (num_workers * 4) or 1)
     chunks = [records[i : i + chunk] for i in range(0, len(records), chunk)]
     stats = TokenizeStats()
     examples: list = []
     if num_workers <= 1 or len(chunks) <= 1:
-        _init_worker(tokenizer, template, settings)
+        init_worker(tokenizer, template, settings)
         results = map(_tokenize_chunk, chunks)
         for part, part_stats in results:
             examples += part
@@ -260,85 +255,10 @@ def tokenize_records(
         with concurrent.futures.ProcessPoolExecutor(
             num_workers,
             mp_context=context,
-            initializer=_init_worker,
+            initializer=init_worker,
             initargs=(tokenizer, template, settings),
         ) as pool:
             for part, part_stats in pool.map(_tokenize_chunk, chunks):
                 examples += part
                 stats.merge(part_stats)
-    failed = stats.dropped.get("template_error", 0)
-    if records and failed == len(records):
-        raise DataError(
-            f"chat template {template.name!r} cannot render any of the {len(records)} records; the first: "
-            f"{stats.examples['template_error']}"
-        )
-    stats.system_fold = template.system_prompt_fold(tokenizer)
-    if stats.system_fold is not None:
-        stats.num_folded_system = sum(
-            1
-            for r in records
-            if (r.messages if isinstance(r, ChatRecord) else r.prompt)[0]["role"] == "system"
-        )
-    if cache_path is not None:
-        save_cache(cache_path, examples, stats)
-    return examples, stats
-
-
-# --- the cache: arrays and JSON only (nothing read back can run code) ------------------------------------------
-
-_SFT_FIELDS = ("input_ids", "labels")
-_PAIR_FIELDS = ("prompt_ids", "chosen_ids", "rejected_ids")
-
-
-def save_cache(path: Path, examples: Sequence[SFTExample | PreferenceExample], stats: TokenizeStats) -> None:
-    """Write the examples as flat int32 arrays with offsets plus one JSON string (numpy .npz, no pickle),
-    atomically."""
-    kind = "preference" if examples and isinstance(examples[0], PreferenceExample) else "sft"
-    fields = _PAIR_FIELDS if kind == "preference" else _SFT_FIELDS
-    arrays = {}
-    for name in fields:
-        rows = [getattr(e, name) for e in examples]
-        arrays[name] = np.fromiter((t for row in rows for t in row), dtype=np.int32)
-        arrays[f"{name}_offsets"] = np.cumsum([0, *map(len, rows)], dtype=np.int64)
-    arrays["truncated"] = np.array([e.truncated for e in examples], dtype=bool)
-    meta = {
-        "version": CACHE_VERSION,
-        "kind": kind,
-        "source_ids": [e.source_id for e in examples],
-        "langs": [e.lang for e in examples],
-        "stats": stats.as_dict(),
-    }
-    arrays["meta"] = np.array(json.dumps(meta, ensure_ascii=False))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tokenized-", suffix=".npz", dir=path.parent)
-    with os.fdopen(fd, "wb") as handle:
-        np.savez(handle, **arrays)
-    os.replace(tmp, path)
-
-
-def load_cache(path: Path) -> tuple[list, TokenizeStats] | None:
-    """The cached examples, or None (with a warning) when the file is not a cache this version wrote. Loaded with
-    `allow_pickle=False`: a planted pickle is refused, never executed."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            if meta.get("version") != CACHE_VERSION:
-                raise ValueError(f"cache version {meta.get('version')}, this sisu writes {CACHE_VERSION}")
-            arrays = {name: data[name] for name in data.files if name != "meta"}
-    except (ValueError, KeyError, OSError, EOFError) as exc:
-        logger.warning("ignoring %s: not a tokenization cache of this sisu (%s); tokenizing again", path, exc)
-        return None
-    kind = meta["kind"]
-    fields = _PAIR_FIELDS if kind == "preference" else _SFT_FIELDS
-    columns = []
-    for name in fields:
-        flat, offsets = arrays[name].tolist(), arrays[f"{name}_offsets"].tolist()
-        columns.append([tuple(flat[a:b]) for a, b in zip(offsets, offsets[1:])])
-    cls = PreferenceExample if kind == "preference" else SFTExample
-    examples = [
-        cls(*values, source_id, lang, bool(truncated))
-        for *values, source_id, lang, truncated in zip(
-            *columns, meta["source_ids"], meta["langs"], arrays["truncated"].tolist()
-        )
-    ]
-    return examples, TokenizeStats.from_dict(meta["stats"])
+    return examples, finish_stats(stats, tokenizer=tokenizer, template=template)

@@ -65,14 +65,14 @@ def main(argv: list[str]) -> int:
             for index in indices[: args.show]:
                 _print_example(bundle, tokenizer, index)
     else:
-        _print_example(bundle, tokenizer, min(max(args.example, 0), len(bundle.examples) - 1))
+        _print_example(bundle, tokenizer, min(max(args.example, 0), len(bundle.dataset) - 1))
     for source in cfg.data.sources:
         _print_translations(source.path, count=max(args.show, 1), width=args.width)
     return 0
 
 
 def _print_example(bundle, tokenizer, index: int) -> None:
-    example = bundle.examples[index]
+    example = bundle.dataset[index]
     print(
         f"\nexample {index} (source_id {example.source_id}, lang {example.lang}, truncated {example.truncated}); "
         "tokens with loss are marked ⟦...⟧:\n"

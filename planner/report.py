@@ -352,13 +352,13 @@ def _count_data(cfg: Any, job: str) -> tuple[int | None, float | None, str]:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return None, None, f"data not counted: {reason}"
     lengths = bundle.lengths()
-    if not lengths:
+    if not len(lengths):
         return 0, None, "data: no examples"
-    mean = sum(lengths) / len(lengths)
+    mean = float(lengths.mean())
     return (
         len(lengths),
         mean,
-        f"data: {len(lengths)} examples, mean {mean:.0f} tokens per row (max {max(lengths)})",
+        f"data: {len(lengths)} examples, mean {mean:.0f} tokens per row (max {int(lengths.max())})",
     )
 
 

@@ -283,6 +283,27 @@ def barrier() -> None:
         dist.barrier()
 
 
+@dataclasses.dataclass(frozen=True)
+class DataGroup:
+    """The process group as the data layer sees it (data/group.py's Group): integers reduced and objects
+    gathered through the helpers above, and the timeout the data layer's waits stay under."""
+
+    rank: int
+    world_size: int
+    timeout_seconds: float | None
+
+    def all_reduce(self, values: Sequence[int], *, op: str = "sum") -> list[int]:
+        return [int(v) for v in reduce_values(values, op=op)]  # exact below 2**53
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        return all_gather_objects(obj)
+
+
+def data_group(*, timeout_minutes: float) -> DataGroup:
+    """This job's ranks for the data layer (after `init_distributed`)."""
+    return DataGroup(rank(), world_size(), timeout_minutes * 60.0)
+
+
 class _RankFilter(logging.Filter):
     def __init__(self, rank: int) -> None:
         super().__init__()

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from data.pipeline import DataBundle
@@ -55,11 +56,12 @@ def reference_model_config(cfg: DPOConfig) -> ModelConfig:
 def reference_cache_path(
     output_dir: str | os.PathLike, bundle: DataBundle, fingerprint: str, settings: str
 ) -> Path:
+    """Keyed by the tokenized data's key (it covers the sources' bytes, tokenizer, template and settings: the
+    examples), the reference model's fingerprint and the settings that change its log-probs."""
     digest = hashlib.sha256()
     digest.update(fingerprint.encode())
     digest.update(settings.encode())
-    for example in bundle.examples:
-        digest.update(json.dumps([example.prompt_ids, example.chosen_ids, example.rejected_ids]).encode())
+    digest.update(bundle.key.encode())
     return Path(output_dir) / "reference_logps" / f"{digest.hexdigest()[:24]}.pt"
 
 
@@ -81,14 +83,15 @@ def precompute_reference_logps(
     ranks in each collective; a rank with less work runs filler batches), and the results are summed. The
     log-probs stay on the device until the end.
     """
-    num = len(bundle.examples)
-    mine = sorted(range(info.rank, num, info.world_size), key=lambda i: -bundle.examples[i].length)
+    num = len(bundle.dataset)
+    interleaved = np.arange(info.rank, num, info.world_size)
+    mine = interleaved[np.argsort(-bundle.lengths()[interleaved], kind="stable")].tolist()  # longest first
     per_rank = -(-num // info.world_size)
     out = torch.zeros(num, 2, dtype=torch.float64, device=info.device)
     for start in range(0, per_rank, pairs_per_round):
         chunk = mine[start : start + pairs_per_round]
         groups = [chunk[i : i + micro_batch_size] for i in range(0, len(chunk), micro_batch_size)]
-        batches = batching.micro_batches(bundle.examples, groups)
+        batches = batching.micro_batches(bundle.dataset, groups)
         count = int(reduce_values([len(batches)], op="max")[0])
         batches += [batching.filler_batch() for _ in range(count - len(batches))]
         for batch in batches:
@@ -155,7 +158,7 @@ def make_dpo_task(
         logger.info("reference log-probs: reusing %s", path)
     else:
         reference = build_reference()
-        logger.info("reference log-probs: computing %d pairs once", len(bundle.examples))
+        logger.info("reference log-probs: computing %d pairs once", len(bundle.dataset))
         logps = precompute_reference_logps(
             reference,
             bundle,

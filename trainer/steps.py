@@ -93,8 +93,14 @@ def pack_length(cfg: Any, *, kind: str) -> int | None:
     return cfg.train.max_seq_len * (2 if kind == "preference" else 1)
 
 
+# A dry run reads and validates every record but tokenizes at most this many (an even sample) when the data is not
+# tokenized yet: a million conversations would take a single process hours.
+DRY_RUN_RECORDS = 20_000
+
+
 def dry_run_plan(cfg: Any, *, expect: str, world_size: int) -> list[str]:
-    """What --dry-run prints: validates, loads what is reachable (local files, cached hub data), never downloads."""
+    """What --dry-run prints: validates, loads what is reachable (local files, cached hub data), never downloads.
+    Step counts from a sample of the data are estimates, and say so."""
     per_step = cfg.train.micro_batch_size * world_size
     if cfg.train.global_batch_size % per_step:
         raise ValueError(
@@ -109,7 +115,11 @@ def dry_run_plan(cfg: Any, *, expect: str, world_size: int) -> list[str]:
     try:
         tokenizer, template, new_ids = prepare_tokenizer(cfg.model, cfg.data.template)
         bundle = build_dataset(
-            cfg.data, tokenizer=tokenizer, max_seq_len=cfg.train.max_seq_len, expect=expect
+            cfg.data,
+            tokenizer=tokenizer,
+            max_seq_len=cfg.train.max_seq_len,
+            expect=expect,
+            tokenize_at_most=DRY_RUN_RECORDS,
         )
     except (
         Unreachable
@@ -126,8 +136,11 @@ def dry_run_plan(cfg: Any, *, expect: str, world_size: int) -> list[str]:
     plan = plan_steps(
         cfg,
         kind=expect,
-        num_examples=len(lengths),
-        mean_length=sum(lengths) / len(lengths),
+        num_examples=bundle.estimated_examples(),
+        mean_length=float(lengths.mean()),
         world_size=world_size,
     )
-    return lines + plan.lines()
+    lines += plan.lines()
+    if bundle.sampled_from is not None:
+        lines.append("the example and step counts above are estimates, scaled from the tokenized sample")
+    return lines

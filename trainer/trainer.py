@@ -26,7 +26,7 @@ from trainer.config import write_config
 from trainer.devices import detect_device_name, peak_flops
 from trainer.distributed import (
     DistInfo,
-    barrier,
+    data_group,
     init_distributed,
     reduce_tensor,
     reduce_values,
@@ -103,7 +103,7 @@ class Trainer:
             cfg,
             kind=self.expect,
             num_examples=len(lengths),
-            mean_length=sum(lengths) / len(lengths),
+            mean_length=float(lengths.mean()),
             world_size=self.info.world_size,
             num_nodes=self.info.num_nodes,
         )
@@ -138,16 +138,14 @@ class Trainer:
 
     def _load_data(self) -> DataBundle:
         cfg = self.cfg
-        # rank 0 tokenizes first and fills the cache; the other ranks then read it instead of redoing the work
-        if self.info.is_main:
-            bundle = build_dataset(
-                cfg.data, tokenizer=self.tokenizer, max_seq_len=cfg.train.max_seq_len, expect=self.expect
-            )
-        barrier()
-        if not self.info.is_main:
-            bundle = build_dataset(
-                cfg.data, tokenizer=self.tokenizer, max_seq_len=cfg.train.max_seq_len, expect=self.expect
-            )
+        # all ranks hash, read and tokenize together on a cold cache, then map the same files (data/build.py)
+        bundle = build_dataset(
+            cfg.data,
+            tokenizer=self.tokenizer,
+            max_seq_len=cfg.train.max_seq_len,
+            expect=self.expect,
+            group=data_group(timeout_minutes=cfg.distributed.timeout_minutes),
+        )
         if self.info.is_main:
             for line in bundle.summary_lines():
                 logger.info("data: %s", line)
@@ -177,12 +175,12 @@ class Trainer:
 
     def _data_state(self) -> dict[str, Any]:
         """What the step sequence depends on, as checkpoints record it: the sources, their record counts, the
-        tokenized examples (a hash of records, tokenizer, template and settings) and the sampler's settings."""
+        tokenized examples (a hash of the sources' bytes, tokenizer, template and settings) and the sampler's settings."""
         cfg = self.cfg
         return {
             "sources": [dataclasses.asdict(source) for source in cfg.data.sources],
             "record_counts": [report.num_selected or report.num_records for report in self.bundle.reports],
-            "examples": len(self.bundle.examples),
+            "examples": len(self.bundle.dataset),
             "tokenized": self.bundle.key,
             "sampler": {
                 "seed": cfg.seed,
@@ -310,7 +308,7 @@ class Trainer:
         batching = self.task.batching
         with named_range("data"):
             batches = batching.micro_batches(
-                self.bundle.examples, self.sampler.step_indices(epoch, step_in_epoch)
+                self.bundle.dataset, self.sampler.step_indices(epoch, step_in_epoch)
             )
             if batching.packed:  # packed steps vary in micro-batches: every rank runs the largest count
                 count = int(reduce_values([len(batches)], op="max")[0])

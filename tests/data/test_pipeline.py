@@ -33,6 +33,6 @@ def test_examples_are_grouped_by_the_source_they_came_from(tiny_tokenizer, tmp_p
         truncation="drop",
     )
     bundle = build_dataset(cfg, tokenizer=tiny_tokenizer, max_seq_len=64, use_cache=False)
-    assert [e.source_id for e in bundle.examples] == ["a", "c", "a", "b", "c"]  # first.jsonl's b is too long
+    assert [bundle.dataset.source_id(i) for i in range(len(bundle.dataset))] == ["a", "c", "a", "b", "c"]  # first.jsonl's b is too long
     groups = examples_by_source(bundle)
     assert groups == {(str(first), "fi"): [0, 1], (str(second), "fi"): [2, 3, 4]}

@@ -157,27 +157,28 @@ def test_a_template_that_renders_no_record_stops_once(mistral):
     ("name", "where"), [("gemma_2_2b_it", "first"), ("mistral_nemo_instruct_2407", "last")]
 )
 def test_folded_system_prompts_are_reported_alike_from_the_cache(shared, tmp_path, name, where):
-    """The fold (where, how many records) travels through the tokenization cache: a re-run that reads the cache
+    """The fold (where, how many records) travels through the tokenized dataset on disk: a re-run that maps it
     reports what the first run reported."""
+    from data.config import DataConfig, SourceConfig
+    from data.pipeline import build_dataset
+
     spec = json.loads((shared / "templates" / f"{name}.json").read_text(encoding="utf-8"))
     tokenizer = template_tokenizer(spec)
-    template = ChatTemplate.resolve(tokenizer, "tokenizer")
     system = {"role": "system", "content": "Vastaa lyhyesti."}
-    turn = (
+    turn = [
         {"role": "user", "content": "Mikä on Suomen pääkaupunki?"},
         {"role": "assistant", "content": "Helsinki."},
-    )
-    records = [
-        ChatRecord((system, *turn), "fi", "s1", "chats.jsonl:1"),
-        ChatRecord(turn, "fi", "s2", "chats.jsonl:2"),
-        ChatRecord((system, *turn), "fi", "s3", "chats.jsonl:3"),
     ]
-    settings = TokenizeSettings(max_seq_len=256, prompt_masking=True)
+    chats = tmp_path / "chats.jsonl"
+    with chats.open("w", encoding="utf-8") as f:
+        for source_id, messages in (("s1", [system, *turn]), ("s2", turn), ("s3", [system, *turn])):
+            f.write(json.dumps({"source_id": source_id, "lang": "fi", "messages": messages}) + "\n")
+    cfg = DataConfig(
+        sources=[SourceConfig(path=str(chats))], template="tokenizer", prompt_masking=True, cache_dir=str(tmp_path)
+    )
     reports = []
     for _ in range(2):
-        examples, stats = tokenize_records(
-            records, tokenizer=tokenizer, template=template, settings=settings, cache_dir=tmp_path
-        )
-        reports.append((stats.system_fold, stats.num_folded_system, len(examples)))
-    assert len(list(tmp_path.glob("tokenized-*.npz"))) == 1
+        bundle = build_dataset(cfg, tokenizer=tokenizer, max_seq_len=256)
+        reports.append((bundle.stats.system_fold, bundle.stats.num_folded_system, len(bundle.dataset)))
+    assert len(list(tmp_path.glob("tokenized-*"))) == 1
     assert reports == [(f"{where}_user", 2, 3)] * 2

@@ -20,7 +20,7 @@ def test_ranks_are_disjoint_and_cover_each_global_batch():
         a = [i for mb in s0.step_indices(0, step) for i in mb]
         b = [i for mb in s1.step_indices(0, step) for i in mb]
         assert not set(a) & set(b)
-        assert sorted(a + b) == sorted(s0.epoch_order(0)[step * 8 : (step + 1) * 8])
+        assert sorted(a + b) == sorted(s0.epoch_order(0)[step * 8 : (step + 1) * 8].tolist())
         seen += a + b
     assert len(seen) == len(set(seen)) == 48
 
@@ -38,10 +38,10 @@ def test_one_rank_with_accumulation_sees_the_same_global_batches():
 
 def test_order_is_deterministic_per_seed_and_epoch():
     a, b = _sampler(0), _sampler(0)
-    assert a.epoch_order(0) == b.epoch_order(0)
-    assert a.epoch_order(0) != a.epoch_order(1)
+    assert a.epoch_order(0).tolist() == b.epoch_order(0).tolist()
+    assert a.epoch_order(0).tolist() != a.epoch_order(1).tolist()
     other = StepSampler(a.lengths, global_batch_size=8, micro_batch_size=2, rank=0, world_size=2, seed=4)
-    assert other.epoch_order(0) != a.epoch_order(0)
+    assert other.epoch_order(0).tolist() != a.epoch_order(0).tolist()
     # a fresh sampler (as after a resume) replays step 4 of epoch 1 exactly
     assert _sampler(0).step_indices(1, 4) == a.step_indices(1, 4)
 
@@ -57,7 +57,43 @@ def test_length_grouping_reduces_padding():
 
     plain, grouped = _sampler(0, n=400), _sampler(0, n=400, group_by_length=True)
     assert padding(grouped) < 0.5 * padding(plain)
-    assert sorted(grouped.epoch_order(0)) == list(range(400))
+    assert sorted(grouped.epoch_order(0).tolist()) == list(range(400))
+
+
+def _reference_order(lengths, *, seed, epoch, global_batch, shuffle, group_by_length):
+    """The order as sisu computed it with Python lists before the lengths became an array (d852205): the array
+    version must give the same steps, so that losses stay bitwise identical."""
+    n = len(lengths)
+    if shuffle:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+    else:
+        order = list(range(n))
+    if not group_by_length:
+        return order
+    window = global_batch * 16
+    grouped = []
+    for start in range(0, n, window):
+        grouped += sorted(order[start : start + window], key=lambda i: -lengths[i])
+    batches = [grouped[i : i + global_batch] for i in range(0, n, global_batch)]
+    full = [b for b in batches if len(b) == global_batch]
+    rest = [i for b in batches if len(b) < global_batch for i in b]
+    if shuffle:
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 7)
+        full = [full[i] for i in torch.randperm(len(full), generator=gen).tolist()]
+    return [i for b in full for i in b] + rest
+
+
+def test_the_order_is_the_list_implementations_order():
+    lengths = [(i * 37) % 23 + 1 for i in range(1000)]  # many ties: the stable sort matters
+    for shuffle in (True, False):
+        for group_by_length in (True, False):
+            for n in (1000, 999, 8, 0):
+                sampler = StepSampler(lengths[:n], global_batch_size=8, micro_batch_size=2, rank=0, world_size=1,
+                                      seed=5, shuffle=shuffle, group_by_length=group_by_length)  # fmt: skip
+                for epoch in (0, 3):
+                    expected = _reference_order(lengths[:n], seed=5, epoch=epoch, global_batch=8, shuffle=shuffle,
+                                                group_by_length=group_by_length)  # fmt: skip
+                    assert sampler.epoch_order(epoch).tolist() == expected, (shuffle, group_by_length, n, epoch)
 
 
 def test_collate_sft_pads_and_keeps_end_token_labels_when_eos_is_pad():

@@ -156,7 +156,7 @@ def test_preference_prompt_truncated_from_left_then_completion_from_right(tiny_t
     assert not fits.truncated and fits.prompt_ids == full.prompt_ids  # no cut when the pair fits
 
 
-def test_tokenize_records_counts_and_cache(tiny_tokenizer, tmp_path, monkeypatch):
+def test_tokenize_records_counts(tiny_tokenizer):
     template = ChatTemplate.resolve(tiny_tokenizer, "chatml")
     short = ChatRecord(
         messages=({"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}),
@@ -165,31 +165,9 @@ def test_tokenize_records_counts_and_cache(tiny_tokenizer, tmp_path, monkeypatch
         origin="t:2",
     )
     settings = TokenizeSettings(max_seq_len=40, truncation="drop")
-    examples, stats = tokenize_records(
-        [CHAT, short], tokenizer=tiny_tokenizer, template=template, settings=settings, cache_dir=tmp_path
-    )
+    examples, stats = tokenize_records([CHAT, short], tokenizer=tiny_tokenizer, template=template, settings=settings)
     assert [e.source_id for e in examples] == ["s"]
-    assert stats.num_records == 2 and stats.dropped == {"too_long": 1}
-    assert len(list(tmp_path.glob("tokenized-*.npz"))) == 1
-
-    import data.tokenize as tok
-
-    def boom(*args, **kwargs):
-        raise AssertionError("the cache should have been used")
-
-    monkeypatch.setattr(tok, "tokenize_chat", boom)
-    again, stats2 = tokenize_records(
-        [CHAT, short], tokenizer=tiny_tokenizer, template=template, settings=settings, cache_dir=tmp_path
-    )
-    assert again == examples and stats2.dropped == {"too_long": 1}
-    with pytest.raises(AssertionError, match="cache should have been used"):  # other settings: another key
-        tokenize_records(
-            [CHAT, short],
-            tokenizer=tiny_tokenizer,
-            template=template,
-            settings=TokenizeSettings(max_seq_len=41, truncation="drop"),
-            cache_dir=tmp_path,
-        )
+    assert stats.num_records == 2 and stats.dropped == {"too_long": 1} and stats.examples == {"too_long": "test:1"}
 
 
 def test_parallel_workers_give_the_same_examples(tiny_tokenizer):
@@ -225,29 +203,3 @@ def test_end_of_turn_is_read_off_every_real_template(tiny_tokenizer, shared):
         spec = json.loads(path.read_text(encoding="utf-8"))
         expected = tiny_tokenizer.eos_token if path.stem in written_as_eos else spec["end_of_turn"]
         assert end_of_turn_of(tiny_tokenizer, spec["chat_template"]) == expected, path.name
-
-
-def test_a_planted_pickle_in_the_tokenization_cache_is_refused_not_run(tiny_tokenizer, tmp_path):
-    """The cache holds arrays and JSON only (numpy .npz loaded without pickle): a pickle planted under a cache
-    key is ignored with a warning and the records are tokenized again; the pickle never runs."""
-    import os
-    import pickle
-
-    from data.tokenize import load_cache, tokenization_key
-
-    marker = tmp_path / "pwned"
-
-    class Payload:
-        def __reduce__(self):
-            return (os.system, (f"touch {marker}",))
-
-    template = ChatTemplate.resolve(tiny_tokenizer, "chatml")
-    settings = TokenizeSettings(max_seq_len=64)
-    key = tokenization_key([CHAT], tiny_tokenizer, template, settings)
-    (tmp_path / f"tokenized-{key}.npz").write_bytes(pickle.dumps(Payload()))
-    examples, stats = tokenize_records(
-        [CHAT], tokenizer=tiny_tokenizer, template=template, settings=settings, cache_dir=tmp_path
-    )
-    assert len(examples) == 1 and not marker.exists()
-    cached = load_cache(tmp_path / f"tokenized-{key}.npz")  # the pickle was replaced by a real cache
-    assert cached is not None and cached[0] == examples

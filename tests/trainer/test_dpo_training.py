@@ -180,10 +180,10 @@ def test_long_pairs_are_truncated_and_counted(tiny_tokenizer):
     )
     full = build_dataset(cfg, tokenizer=tiny_tokenizer, max_seq_len=100_000, use_cache=False)
     cut = build_dataset(cfg, tokenizer=tiny_tokenizer, max_seq_len=256, use_cache=False)
-    too_long = sum(1 for e in full.examples if e.length > 256)
+    too_long = sum(1 for e in full.dataset if e.length > 256)
     assert too_long > 0
     assert cut.stats.num_truncated == too_long
-    assert all(e.length <= 256 and len(e.prompt_ids) <= 256 for e in cut.examples)
+    assert all(e.length <= 256 and len(e.prompt_ids) <= 256 for e in cut.dataset)
     assert f"truncated {too_long}" in " ".join(cut.summary_lines())
 
 

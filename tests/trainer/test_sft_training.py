@@ -228,7 +228,7 @@ def test_prompt_masking_counts_only_assistant_tokens(runs, tiny_tokenizer):
         masked.lengths(), global_batch_size=8, micro_batch_size=8, rank=0, world_size=1, seed=cfg.seed
     )
     expected = [
-        sum(masked.examples[i].num_target_tokens for i in sampler.step_indices(0, s)[0]) for s in (0, 1)
+        sum(masked.dataset[i].num_target_tokens for i in sampler.step_indices(0, s)[0]) for s in (0, 1)
     ]
     got = [m["num_tokens"] for m in _metrics(out)]
     assert got == expected

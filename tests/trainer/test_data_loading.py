@@ -1,0 +1,89 @@
+"""The trainer's data setup on a real process group (torchrun, gloo): all ranks tokenize together, nobody waits
+in a collective for another's work, worker processes give the same data."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from data.templates import CHATML_TEMPLATE
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = "recipes/test/tiny_sft.yaml"
+# about 0.1 s per rendering on this machine (sisu renders each record twice): a tokenizer far slower than real ones
+SLOW_LOOP = "{% for i in range(20) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+
+
+def _env() -> dict[str, str]:
+    skip = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")
+    return {k: v for k, v in os.environ.items() if k not in skip}
+
+
+def _sft(out: Path, *overrides: str, nproc: int = 1) -> subprocess.CompletedProcess:
+    launcher = [sys.executable]
+    if nproc > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    cmd = [*launcher, "launch/sft.py", "--config", TINY, f"output_dir={out}", *overrides]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=_env(), timeout=600)
+
+
+def _losses(out: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_slow_cold_start_never_waits_in_a_collective_past_the_timeout(tmp_path):
+    """24 records on a tokenizer whose template takes ~0.1 s a rendering: one shard, tokenized by rank 0 for
+    longer than the process group's 3-second timeout while rank 1 has nothing to do. sisu before the shared
+    tokenization died here (rank 1 in a barrier); now the ranks meet every 0.3 s and the job finishes."""
+    tokenizer = tmp_path / "slow_tokenizer"
+    shutil.copytree(REPO / "recipes/test/tokenizer", tokenizer)
+    (tokenizer / "chat_template.jinja").write_text(SLOW_LOOP + CHATML_TEMPLATE)
+    out = tmp_path / "run"
+    proc = _sft(
+        out,
+        f"model.tokenizer={tokenizer}",
+        "data.template=tokenizer",
+        "data.sources.0.max_records=12",
+        "data.sources.1.max_records=12",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "distributed.timeout_minutes=0.05",
+        "train.max_steps=2",
+        "checkpoint.save_final=false",
+        nproc=2,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    took = re.search(r"tokenizing: 24 records in (\d+)s", proc.stdout)
+    assert took and int(took.group(1)) > 3, proc.stdout[-3000:]  # the wait really was longer than the timeout
+    assert len(_losses(out)) == 2
+
+
+def test_two_ranks_share_the_cold_start_and_train_on_what_one_rank_builds(tmp_path):
+    """132 records are 3 shards: rank 0 tokenizes two, rank 1 one (its own log says so), and the losses equal
+    those of a run whose single rank built the same data in two worker processes."""
+    two = tmp_path / "two"
+    proc = _sft(two, f"data.cache_dir={tmp_path / 'cache2'}", "logging.per_rank_files=true", "train.max_steps=3",
+                nproc=2)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rank1 = (two / "logs" / "rank_1.log").read_text()
+    assert "tokenizing: rank 1 did 64 of the 132 records (1 items)" in rank1
+    rank0 = (two / "logs" / "rank_0.log").read_text()
+    assert "tokenizing: rank 0 did 68 of the 132 records (2 items)" in rank0
+    one = tmp_path / "one"
+    proc = _sft(one, f"data.cache_dir={tmp_path / 'cache1'}", "data.num_workers=2", "train.max_steps=3",
+                "train.micro_batch_size=4")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "132 records in 3 shards, 1 rank(s) x 2 worker(s)" in proc.stdout
+    stores = [sorted(p.name for p in (tmp_path / c).iterdir()) for c in ("cache1", "cache2")]
+    assert stores[0] == stores[1] and len(stores[0]) == 1  # the same key: the same data
+    for name in ("examples.npy", "shards/shard-00000/tokens.npy", "shards/shard-00002/labels.npy"):
+        assert (tmp_path / "cache1" / stores[0][0] / name).read_bytes() == (
+            tmp_path / "cache2" / stores[0][0] / name
+        ).read_bytes()
+    assert _losses(one) == pytest.approx(_losses(two), rel=1e-5)  # 1 rank x 2 micro-batches == 2 ranks
