@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +209,11 @@ def _record_rng(seed: int, index: int, salt: int) -> random.Random:
 def make_sft_records(num: int, *, seed: int = 0) -> list[dict[str, Any]]:
     """`messages` rows: an optional system turn, then 1-3 user/assistant exchanges; the total token length
     (chat template included) follows the long-tailed lognormal."""
-    records = []
+    return list(iter_sft_records(num, seed=seed))
+
+
+def iter_sft_records(num: int, *, seed: int = 0) -> Iterator[dict[str, Any]]:
+    """The rows of `make_sft_records`, one at a time (for files of any size)."""
     for index in range(num):
         rng = _record_rng(seed, index, 1)
         total = draw_total_tokens(rng)
@@ -236,8 +240,7 @@ def make_sft_records(num: int, *, seed: int = 0) -> list[dict[str, Any]]:
             messages.append(
                 {"role": "assistant", "content": synthetic_text(rng, _words(turn_tokens * (1 - user_share)))}
             )
-        records.append({"id": f"sft-{seed}-{index}", "messages": messages})
-    return records
+        yield {"id": f"sft-{seed}-{index}", "messages": messages}
 
 
 def make_preference_records(num: int, *, seed: int = 0, max_prompt_tokens: int = 256) -> list[dict[str, Any]]:
@@ -288,7 +291,7 @@ def make_preference_records(num: int, *, seed: int = 0, max_prompt_tokens: int =
     return records
 
 
-def write_jsonl(records: Sequence[dict[str, Any]], path: Path) -> Path:
+def write_jsonl(records: Iterable[dict[str, Any]], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:
         for record in records:
