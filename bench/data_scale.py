@@ -92,6 +92,7 @@ def run(cmd: list[str], *, out: Path, log: Path, timeout: float) -> dict[str, An
     ranks: dict[int, dict[str, int]] = {}
     pids: dict[int, int] = {}
     marks: dict[str, float] = {}
+    at_ready: dict[int, int] = {}
     seen = 0
     with log.open("w", encoding="utf-8") as handle:
         handle.write("$ " + " ".join(cmd) + "\n")
@@ -118,6 +119,8 @@ def run(cmd: list[str], *, out: Path, log: Path, timeout: float) -> dict[str, An
                 for marker in (DATA_START, DATA_READY):
                     if marker not in marks and marker in text:
                         marks[marker] = now
+                        if marker == DATA_READY:  # the data is set up, no step has run yet
+                            at_ready = {rank: _status(pid).get("RssAnon", 0) for rank, pid in pids.items()}
                 seen = len(text)
             if "first_step" not in marks and metrics.is_file() and metrics.read_text().strip():
                 marks["first_step"] = now
@@ -144,6 +147,7 @@ def run(cmd: list[str], *, out: Path, log: Path, timeout: float) -> dict[str, An
                 "peak_rss_gb": round(peak.get("VmRSS", 0) / 1e9, 3),
                 "peak_anon_gb": round(peak.get("RssAnon", 0) / 1e9, 3),
                 "peak_file_gb": round(peak.get("RssFile", 0) / 1e9, 3),
+                "anon_at_data_ready_gb": round(at_ready[rank] / 1e9, 3) if rank in at_ready else None,
             }
             for rank, peak in sorted(ranks.items())
         },
@@ -216,8 +220,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| conversations | source | tokenized on disk | time to first step, warm / cold (1 rank cold) | data ready, "
         "warm / cold (1 rank) | cold data time, 2 ranks / 1 | tokenize records/s, 2 ranks / 1 | peak RssAnon per "
-        "rank, warm / cold | peak RSS per rank, warm | node memory used, warm / cold |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "rank, warm / cold | RssAnon per rank at data ready, warm | peak RSS per rank, warm | node memory used, "
+        "warm / cold |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         r = row["runs"]
@@ -231,7 +236,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"({r['cold_1']['seconds_to_first_step']} s) | {r['warm']['data_seconds']} / {r['cold']['data_seconds']} s "
             f"({r['cold_1']['data_seconds']} s) | {row['cold_data_seconds_ratio_nproc_vs_1']} | "
             f"{r['cold']['tokenize_records_per_second']} / {r['cold_1']['tokenize_records_per_second']} | "
-            f"{ranks('warm', 'peak_anon_gb')} / {ranks('cold', 'peak_anon_gb')} GB | {ranks('warm', 'peak_rss_gb')} GB | "
+            f"{ranks('warm', 'peak_anon_gb')} / {ranks('cold', 'peak_anon_gb')} GB | "
+            f"{ranks('warm', 'anon_at_data_ready_gb')} GB | {ranks('warm', 'peak_rss_gb')} GB | "
             f"{r['warm']['node_mem_used_peak_gb']:.2f} / {r['cold']['node_mem_used_peak_gb']:.2f} GB |"
         )
     return "\n".join(lines)

@@ -58,6 +58,7 @@ from data.tokenize import TokenizeSettings, TokenizeStats, finish_stats, init_wo
 
 logger = logging.getLogger("sisu")
 MIN_SHARD, MAX_SHARD, TARGET_SHARDS = 64, 4096, 256
+VISIBILITY_WAIT = 10.0  # seconds a rank waits to see a file rank 0 wrote (network filesystems' caches lag)
 
 
 def records_per_shard(num_records: int) -> int:
@@ -147,13 +148,13 @@ def dataset_key(
 def _open_everywhere(final: Path, key: str, group: Group) -> TokenizedDataset | None:
     """The dataset if every rank can map it, None if none can; the ranks must agree."""
     dataset = TokenizedDataset.open(final, key=key)
-    seen = group.all_gather(dataset is not None)
-    if all(seen):
+    seen = group.all_gather((dataset is not None, str(final.parent)))
+    if all(ok for ok, _ in seen):
         return dataset
-    if any(seen):
-        blind = [rank for rank, ok in enumerate(seen) if not ok]
+    if any(ok for ok, _ in seen):
+        blind = [rank for rank, (ok, _) in enumerate(seen) if not ok]
         raise DataError(
-            f"data.cache_dir {final.parent}: ranks {blind} cannot read the tokenized data the other ranks read; "
+            f"data.cache_dir {seen[0][1]}: ranks {blind} cannot read the tokenized data the other ranks read; "
             "every rank needs the same data.cache_dir, on a filesystem all nodes share"
         )
     return None
@@ -181,9 +182,10 @@ def prepare(
     final = cache_dir / f"tokenized-{key}"
     dataset = _open_everywhere(final, key, group)
     if dataset is None:
-        built = _build(cfg, blocks, key=key, covers=covers, kind=kind, final=final, tokenizer=tokenizer,
-                       template=template, settings=settings, group=group, max_records=max_records)  # fmt: skip
-        dataset = _open_everywhere(built, built.name.removeprefix("tokenized-"), group)
+        built, built_key = _build(cfg, blocks, key=key, covers=covers, kind=kind, final=final,
+                                  tokenizer=tokenizer, template=template, settings=settings, group=group,
+                                  max_records=max_records)  # fmt: skip
+        dataset = _open_everywhere(built, built_key, group)
         if dataset is None:
             raise DataError(
                 f"data.cache_dir {cache_dir}: the tokenized data just written cannot be read back"
@@ -262,14 +264,14 @@ def _check_shared(partial: Path, nonce: str | None, group: Group) -> None:
     """Every rank sees the probe rank 0 wrote (a shared filesystem), else one line naming the setting."""
     (nonce,) = [n for n in group.all_gather(nonce) if n is not None]
     probe = partial / f"probe-{nonce}"
-    deadline = time.monotonic() + 10.0  # directory caches of network filesystems may lag a little
+    deadline = time.monotonic() + VISIBILITY_WAIT
     while not probe.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    seen = group.all_gather(probe.exists())
-    if not all(seen):
-        blind = [rank for rank, ok in enumerate(seen) if not ok]
+    seen = group.all_gather((probe.exists(), str(partial.parent)))
+    if not all(ok for ok, _ in seen):
+        blind = [rank for rank, (ok, _) in enumerate(seen) if not ok]
         raise DataError(
-            f"data.cache_dir {partial.parent}: ranks {blind} do not see the files rank 0 writes there; every "
+            f"data.cache_dir {seen[0][1]}: ranks {blind} do not see the files rank 0 writes there; every "
             "rank needs the same data.cache_dir, on a filesystem all nodes share"
         )
 
@@ -311,9 +313,9 @@ def _build(
     settings: TokenizeSettings,
     group: Group,
     max_records: int | None = None,
-) -> Path:
-    """Build the store `final` (the path returned); with `max_records` and more records than that, a store of
-    an evenly spread sample of them instead, beside it (the scan stays for the full build)."""
+) -> tuple[Path, str]:
+    """Build the store `final` and return (its path, its key); with `max_records` and more records than that, a
+    store of an evenly spread sample of them instead, beside it (the scan stays for the full build)."""
     partial = final.with_name(final.name + ".partial")
     nonce = _on_rank0(group, lambda: _prepare_directory(partial, final), what="preparing the cache")
     _check_shared(partial, nonce, group)
@@ -323,17 +325,15 @@ def _build(
         indices = np.unique(np.linspace(0, total - 1, max_records).round().astype(np.int64))
         sample_key = f"{key}-sample{len(indices)}"
         target = final.with_name(f"tokenized-{sample_key}")
-        if TokenizedDataset.open(target, key=sample_key) is None:
+        if _open_everywhere(target, sample_key, group) is None:
             sample_partial = target.with_name(target.name + ".partial")
             _tokenize(cfg, scans, indices, partial=sample_partial, final=target, key=sample_key,
                       covers={**covers, "sample_of": total}, kind=kind, tokenizer=tokenizer, template=template,
                       settings=settings, group=group)  # fmt: skip
-        for probe in partial.glob("probe-*"):
-            probe.unlink()
-        return target
+        return target, sample_key
     _tokenize(cfg, scans, np.arange(total, dtype=np.int64), partial=partial, final=final, key=key, covers=covers,
               kind=kind, tokenizer=tokenizer, template=template, settings=settings, group=group)  # fmt: skip
-    return final
+    return final, key
 
 
 def _tokenize(

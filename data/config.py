@@ -110,13 +110,21 @@ class DataConfig:
     )
     cache_dir: str | None = option(
         None,
-        help="Directory of the tokenized-data cache (numpy .npz files, keyed by a hash of the records, tokenizer, "
-        "template and settings; safe to delete). null = $SISU_CACHE/tokenized when SISU_CACHE is set, else "
-        ".cache/sisu/tokenized under the directory the job is launched from (the repository root in every "
-        "recipe: on a cluster the project's shared filesystem, never a small home quota). Every rank reads it; "
-        "rank 0 writes it.",
+        help="Directory of the tokenized data: one directory per dataset (tokenized-KEY/: int32 token arrays in "
+        "shards, .npy files every rank memory-maps; KEY hashes the sources' bytes, the tokenizer, template and "
+        "settings; dataset.json says what it covers; safe to delete). A cold start is written here by all ranks "
+        "together (a killed one resumes from the shards already written), so on several nodes it must be on a "
+        "filesystem every node mounts (a job that finds otherwise stops with one line). null = "
+        "$SISU_CACHE/tokenized when SISU_CACHE is set, else .cache/sisu/tokenized under the directory the job is "
+        "launched from (the repository root in every recipe: on a cluster the project's shared filesystem, never "
+        "a small home quota or a node-local /tmp).",
     )
-    num_workers: int = option(1, help="Parallel worker processes for tokenization.")
+    num_workers: int = option(
+        1,
+        help="Processes per rank that read sources and tokenize on a cold start (1: in the rank's own process). "
+        "Every rank takes its share of the shards, so a job tokenizes with ranks x num_workers processes; leave "
+        "the cores the rank itself needs (on LUMI, 7 cores per GCD: up to 6).",
+    )
 
     def check(self) -> None:
         if self.max_prompt_length < 1:

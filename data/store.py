@@ -249,18 +249,18 @@ class TokenizedDataset:
         return row, self._shards[int(row["shard"])]
 
     def source_id(self, index: int) -> str:
-        row, shard = self._row(index)
+        return self._source_id(*self._row(index))
+
+    @staticmethod
+    def _source_id(row: np.void, shard: dict[str, np.ndarray]) -> str:
         start = int(row["id_start"])
         return bytes(shard["ids"][start : start + int(row["id_length"])]).decode("utf-8")
 
     def __getitem__(self, index: int) -> SFTExample | PreferenceExample:
         row, shard = self._row(index)
         start = int(row["start"])
-        lang, truncated, source_id = (
-            self.langs[int(row["lang"])],
-            bool(row["truncated"]),
-            self.source_id(index),
-        )
+        lang, truncated = self.langs[int(row["lang"])], bool(row["truncated"])
+        source_id = self._source_id(row, shard)
         tokens = shard["tokens"]
         if self.kind == "preference":
             p, c, r = int(row["prompt"]), int(row["chosen"]), int(row["rejected"])
@@ -299,7 +299,3 @@ class TokenizedDataset:
 
     def source_codes(self) -> np.ndarray:
         return np.asarray(self.table["source"])
-
-    def disk_bytes(self) -> int:
-        """Bytes of the store's files on disk."""
-        return sum(path.stat().st_size for path in self.root.rglob("*") if path.is_file())

@@ -457,3 +457,21 @@ def test_a_bug_keeps_its_traceback_on_its_rank_and_stops_the_others(tiny_tokeniz
 
 def test_local_group_is_one_rank():
     assert LOCAL.all_reduce([3, 4], op="min") == [3, 4] and LOCAL.all_gather("x") == ["x"]
+
+
+def test_ranks_that_do_not_share_the_cache_directory_stop_with_one_line(tiny_tokenizer, tmp_path, monkeypatch):
+    """Two "nodes" whose data.cache_dir are different directories (a node-local /tmp): rank 1 never sees what
+    rank 0 writes, and both stop with the same line naming the setting."""
+    import copy
+
+    monkeypatch.setattr(build, "VISIBILITY_WAIT", 0.3)
+    cfgs = [_cfg(tmp_path), dataclasses.replace(_cfg(tmp_path), cache_dir=str(tmp_path / "node1"))]
+    tokenizers = [copy.deepcopy(tiny_tokenizer) for _ in range(2)]
+    results = ThreadRanks(2).run(
+        lambda g: build_dataset(cfgs[g.rank], tokenizer=tokenizers[g.rank], max_seq_len=64, group=g)
+    )
+    assert all(isinstance(r, DataError) for r in results), results
+    assert {str(r) for r in results} == {
+        f"data.cache_dir {tmp_path / 'cache'}: ranks [1] do not see the files rank 0 writes there; every rank "
+        "needs the same data.cache_dir, on a filesystem all nodes share"
+    }
