@@ -317,6 +317,12 @@ def _build(
     """Build the store `final` and return (its path, its key); with `max_records` and more records than that, a
     store of an evenly spread sample of them instead, beside it (the scan stays for the full build)."""
     partial = final.with_name(final.name + ".partial")
+    old = sorted(final.parent.glob("tokenized-*.npz"))  # sisu before the store: one .npz file per dataset
+    if old and group.rank == 0:
+        logger.warning(
+            "ignoring %d tokenization cache(s) of an earlier sisu in %s (tokenized-*.npz, %.0f MB; safe to delete)",
+            len(old), final.parent, sum(p.stat().st_size for p in old) / 1e6,
+        )  # fmt: skip
     nonce = _on_rank0(group, lambda: _prepare_directory(partial, final), what="preparing the cache")
     _check_shared(partial, nonce, group)
     scans = _scan(cfg, blocks, partial, group)

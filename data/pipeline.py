@@ -30,6 +30,9 @@ from data.tokenize import IGNORE_INDEX, PreferenceExample, TokenizeSettings, Tok
 logger = logging.getLogger("sisu")
 
 Kind = Literal["sft", "preference"]
+# Dry runs and plans read and validate every record but tokenize at most this many (an even sample) when the data
+# is not tokenized yet: a million conversations would take a single process hours.
+DRY_RUN_RECORDS = 20_000
 
 
 @dataclasses.dataclass

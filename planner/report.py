@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from data.pipeline import build_dataset
+from data.pipeline import DRY_RUN_RECORDS, build_dataset
 from data.sources import PREFERENCE_FORMATS
 from data.translate.prompt import FewShotPrompt
 from eval.config import EvalConfig
@@ -347,6 +347,7 @@ def _count_data(cfg: Any, job: str) -> tuple[int | None, float | None, str]:
             tokenizer=tokenizer,
             max_seq_len=cfg.train.max_seq_len,
             expect="preference" if job == "dpo" else "sft",
+            tokenize_at_most=DRY_RUN_RECORDS,
         )
     except (ValueError, OSError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -355,10 +356,16 @@ def _count_data(cfg: Any, job: str) -> tuple[int | None, float | None, str]:
     if not len(lengths):
         return 0, None, "data: no examples"
     mean = float(lengths.mean())
+    num = bundle.estimated_examples()
+    sample = (
+        f" (estimated from a sample of {len(lengths)} of {bundle.sampled_from} records)"
+        if bundle.sampled_from is not None
+        else ""
+    )
     return (
-        len(lengths),
+        num,
         mean,
-        f"data: {len(lengths)} examples, mean {mean:.0f} tokens per row (max {int(lengths.max())})",
+        f"data: {num} examples{sample}, mean {mean:.0f} tokens per row (max {int(lengths.max())})",
     )
 
 

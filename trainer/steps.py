@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from data.errors import Unreachable
-from data.pipeline import build_dataset
+from data.pipeline import DRY_RUN_RECORDS, build_dataset
 from trainer.model import prepare_tokenizer
 
 
@@ -91,11 +91,6 @@ def pack_length(cfg: Any, *, kind: str) -> int | None:
     if not cfg.data.packing:
         return None
     return cfg.train.max_seq_len * (2 if kind == "preference" else 1)
-
-
-# A dry run reads and validates every record but tokenizes at most this many (an even sample) when the data is not
-# tokenized yet: a million conversations would take a single process hours.
-DRY_RUN_RECORDS = 20_000
 
 
 def dry_run_plan(cfg: Any, *, expect: str, world_size: int) -> list[str]:

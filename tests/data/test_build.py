@@ -314,11 +314,13 @@ def test_a_half_written_shard_is_ignored_and_written_again(
     _same_as_reference(bundle, _cfg(tmp_path), tiny_tokenizer, 64)
 
 
-def test_old_npz_caches_are_left_alone(tiny_tokenizer, tmp_path):
+def test_caches_of_an_earlier_sisu_are_ignored_with_a_warning(tiny_tokenizer, tmp_path, caplog):
     (tmp_path / "cache").mkdir()
     old = tmp_path / "cache" / "tokenized-0123456789abcdef01234567.npz"
     old.write_bytes(b"an earlier sisu's cache")
-    bundle = build_dataset(_cfg(tmp_path), tokenizer=tiny_tokenizer, max_seq_len=64)
+    with caplog.at_level(logging.WARNING, logger="sisu"):
+        bundle = build_dataset(_cfg(tmp_path), tokenizer=tiny_tokenizer, max_seq_len=64)
+    assert "ignoring 1 tokenization cache(s) of an earlier sisu" in caplog.text
     assert len(bundle.dataset) and old.read_bytes() == b"an earlier sisu's cache"
 
 

@@ -90,3 +90,36 @@ def test_only_hub_data_out_of_reach_is_a_note(monkeypatch, capsys):
         capsys=capsys,
     )
     assert code == 0 and "SomeOrg/not-cached-anywhere: not reachable from here" in out
+
+
+def test_a_dry_run_on_untokenized_data_tokenizes_a_sample_and_says_so(tmp_path, monkeypatch, capsys):
+    """Above data.pipeline.DRY_RUN_RECORDS records, a cold dry run reads and validates everything but tokenizes an
+    even sample; its counts are estimates and it says so. The run afterwards tokenizes everything; a dry run on
+    the tokenized data then reports the exact counts."""
+    import trainer.steps
+
+    monkeypatch.setattr(trainer.steps, "DRY_RUN_RECORDS", 20)
+    cache = f"data.cache_dir={tmp_path / 'cache'}"
+    code, out, err = _dry_run(
+        "sft", "recipes/test/tiny_sft.yaml", cache, monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert code == 0, err
+    assert "tokenized a sample: 20 of the 132 records, spread evenly" in out
+    assert "sft examples: 20 (en: 10, fi: 10) from 20 records" in out
+    assert "132 examples: 16 steps per epoch" in out  # scaled from the sample (nothing was dropped)
+    assert "the example and step counts above are estimates" in out
+    from transformers import AutoTokenizer
+
+    from data.config import DataConfig, SourceConfig
+    from data.pipeline import build_dataset
+
+    sources = [SourceConfig(path=f"data/samples/chat_{lang}.jsonl", lang=lang) for lang in ("en", "fi")]
+    tokenizer = AutoTokenizer.from_pretrained(str(REPO / "recipes/test/tokenizer"))
+    build_dataset(
+        DataConfig(sources=sources, cache_dir=str(tmp_path / "cache")), tokenizer=tokenizer, max_seq_len=384
+    )
+    code, out, err = _dry_run(
+        "sft", "recipes/test/tiny_sft.yaml", cache, monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert code == 0 and "tokenized a sample" not in out and "estimates" not in out
+    assert "sft examples: 132 (en: 66, fi: 66) from 132 records" in out
