@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from data.errors import DataError
+from data.text import format_duration
 
 logger = logging.getLogger("sisu")
 PROGRESS_EVERY = 30.0  # seconds between progress lines on rank 0
@@ -79,15 +80,6 @@ def poll_seconds(group: Group) -> float:
     return max(0.01, min(1.0, group.timeout_seconds / 10))
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
 class _Shared:
     """What the work thread and the polling thread share."""
 
@@ -126,54 +118,44 @@ def _run_items(
     any item (the pool could not start) counts as a failure of the first item not yet done."""
     ordered = sorted(items, key=lambda item: item.index)
     try:
-        _run_ordered(
-            ordered, run_item, shared, num_workers=num_workers, initializer=initializer, initargs=initargs
-        )
+        if num_workers <= 1 or len(ordered) <= 1:
+            if initializer is not None:
+                initializer(*initargs)
+            for item in ordered:
+                if not shared.skip(item.index):
+                    try:
+                        shared.finish(item, run_item(item.payload))
+                    except BaseException as exc:  # noqa: BLE001 - handed to the polling thread, re-raised there
+                        shared.finish(item, error=exc)
+        else:
+            context = multiprocessing.get_context("spawn")
+            workers = min(num_workers, len(ordered))
+            with concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=context, initializer=initializer, initargs=initargs
+            ) as pool:
+                _run_in_pool(pool, ordered, run_item, shared, workers)
     except BaseException as exc:  # noqa: BLE001 - handed to the polling thread, re-raised there
-        todo = [
-            item for item in ordered if item.index not in shared.results and item.index not in shared.errors
-        ]
+        done = shared.results.keys() | shared.errors.keys()
+        todo = [item for item in ordered if item.index not in done]
         shared.finish(todo[0] if todo else ordered[0], error=exc)
 
 
-def _run_ordered(
-    ordered: list[Item],
-    run_item: Callable[[Any], Any],
-    shared: _Shared,
-    *,
-    num_workers: int,
-    initializer: Callable[..., None] | None,
-    initargs: tuple,
-) -> None:
-    if num_workers <= 1 or len(ordered) <= 1:
-        if initializer is not None:
-            initializer(*initargs)
-        for item in ordered:
-            if shared.skip(item.index):
-                continue
-            try:
-                shared.finish(item, run_item(item.payload))
-            except BaseException as exc:  # noqa: BLE001 - handed to the polling thread, re-raised there
-                shared.finish(item, error=exc)
-        return
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(
-        min(num_workers, len(ordered)), mp_context=context, initializer=initializer, initargs=initargs
-    ) as pool:
-        pending: dict[concurrent.futures.Future, Item] = {}
-        queue = list(ordered)
-        while queue or pending:
-            while queue and len(pending) < num_workers:  # submitted in order, a few at a time (see skip)
-                item = queue.pop(0)
-                if not shared.skip(item.index):
-                    pending[pool.submit(run_item, item.payload)] = item
-            if not pending:
-                continue
-            finished, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
-            for future in finished:
-                item = pending.pop(future)
-                error = future.exception()
-                shared.finish(item, None if error else future.result(), error)
+def _run_in_pool(pool: Any, ordered: list[Item], run_item: Callable, shared: _Shared, workers: int) -> None:
+    """Submit in index order, a few at a time, so that items after a failure are not started (see skip)."""
+    pending: dict[concurrent.futures.Future, Item] = {}
+    queue = list(ordered)
+    while queue or pending:
+        while queue and len(pending) < workers:
+            item = queue.pop(0)
+            if not shared.skip(item.index):
+                pending[pool.submit(run_item, item.payload)] = item
+        if not pending:
+            continue
+        finished, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+        for future in finished:
+            item = pending.pop(future)
+            error = future.exception()
+            shared.finish(item, None if error else future.result(), error)
 
 
 def run_together(
@@ -217,7 +199,7 @@ def run_together(
         if group.rank == 0 and now - last_report >= PROGRESS_EVERY:
             last_report = now
             rate = done_all / max(now - started, 1e-9)
-            eta = f", ETA {_duration((total_units - done_all) / rate)}" if rate > 0 else ""
+            eta = f", ETA {format_duration((total_units - done_all) / rate)}" if rate > 0 else ""
             logger.info(
                 "%s: %d/%d %s (%.0f%%), %.0f %s/s%s",
                 what,
@@ -241,7 +223,7 @@ def run_together(
             what,
             total_units,
             unit,
-            _duration(elapsed),
+            format_duration(elapsed),
             total_units / elapsed,
             unit,
             group.world_size,

@@ -122,6 +122,17 @@ def default_cache_dir() -> str:
     return os.path.join(base, "tokenized")
 
 
+def tokenize_settings(cfg: DataConfig, *, max_seq_len: int) -> TokenizeSettings:
+    """The tokenization settings of a data config (what data.tokenize needs besides tokenizer and template)."""
+    return TokenizeSettings(
+        max_seq_len=max_seq_len,
+        prompt_masking=cfg.prompt_masking,
+        truncation=cfg.truncation,
+        max_prompt_length=cfg.max_prompt_length,
+        on_invalid=cfg.on_invalid,
+    )
+
+
 def build_dataset(
     cfg: DataConfig,
     *,
@@ -146,13 +157,7 @@ def build_dataset(
         )
         raise DataError(f"this job needs {wanted}, but data.sources holds {kind} data")
     template = ChatTemplate.resolve(tokenizer, cfg.template)
-    settings = TokenizeSettings(
-        max_seq_len=max_seq_len,
-        prompt_masking=cfg.prompt_masking,
-        truncation=cfg.truncation,
-        max_prompt_length=cfg.max_prompt_length,
-        on_invalid=cfg.on_invalid,
-    )
+    settings = tokenize_settings(cfg, max_seq_len=max_seq_len)
     if use_cache:
         root = Path(cfg.cache_dir or cache_dir or default_cache_dir())
         dataset = prepare(cfg, kind=kind, tokenizer=tokenizer, template=template, settings=settings,

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from data.text import format_duration
 from data.translate.items import Item
 from eval.generate import append_rows, read_done, rewrite_rows
 from trainer.distributed import all_gather_objects, broadcast_object, rank, world_size
@@ -15,21 +16,12 @@ from trainer.faults import kill_after_round
 logger = logging.getLogger("sisu")
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
 def progress_line(done: int, total: int, *, new: int, segments: int, elapsed: float) -> str:
     """`translate: [#####-----] 12/40 items (30%), 0.85 items/s, 14.2 segments/s, eta 33s` (rank 0)."""
     width = 20
     filled = int(width * done / total) if total else width
     rate = new / elapsed if elapsed > 0 else 0.0
-    eta = _duration((total - done) / rate) if rate > 0 else "?"
+    eta = format_duration((total - done) / rate) if rate > 0 else "?"
     return (
         f"translate: [{'#' * filled}{'-' * (width - filled)}] {done}/{total} items "
         f"({100 * done / max(total, 1):.0f}%), {rate:.3g} items/s, "

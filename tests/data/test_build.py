@@ -25,12 +25,12 @@ from data.config import DataConfig, SourceConfig
 from data.errors import DataError
 from data.group import LOCAL
 from data.mix import build_mix, rank_key, select_fraction
-from data.pipeline import build_dataset
+from data.pipeline import build_dataset, tokenize_settings
 from data.records import ChatRecord
 from data.scan import select
 from data.sources import load_source
 from data.templates import ChatTemplate
-from data.tokenize import TokenizeSettings, tokenize_records
+from data.tokenize import tokenize_records
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,13 +62,7 @@ def _chats(path: Path, num: int, *, lang: str = "fi", bad_lines: tuple[int, ...]
 
 def _reference(cfg: DataConfig, tokenizer, max_seq_len: int):
     records, reports = build_mix(cfg)
-    settings = TokenizeSettings(
-        max_seq_len=max_seq_len,
-        prompt_masking=cfg.prompt_masking,
-        truncation=cfg.truncation,
-        max_prompt_length=cfg.max_prompt_length,
-        on_invalid=cfg.on_invalid,
-    )
+    settings = tokenize_settings(cfg, max_seq_len=max_seq_len)
     template = ChatTemplate.resolve(tokenizer, cfg.template)
     examples, stats = tokenize_records(records, tokenizer=tokenizer, template=template, settings=settings)
     return examples, [r.summary() for r in reports], stats.as_dict()
@@ -461,7 +455,9 @@ def test_local_group_is_one_rank():
     assert LOCAL.all_reduce([3, 4], op="min") == [3, 4] and LOCAL.all_gather("x") == ["x"]
 
 
-def test_ranks_that_do_not_share_the_cache_directory_stop_with_one_line(tiny_tokenizer, tmp_path, monkeypatch):
+def test_ranks_that_do_not_share_the_cache_directory_stop_with_one_line(
+    tiny_tokenizer, tmp_path, monkeypatch
+):
     """Two "nodes" whose data.cache_dir are different directories (a node-local /tmp): rank 1 never sees what
     rank 0 writes, and both stop with the same line naming the setting."""
     import copy
