@@ -8,8 +8,8 @@
 It runs `launch/sft.py` (the trainer users run) on synthetic long-tailed chats (`bench/common.py`), packed into
 rows of --max-seq-len, with a random-init model of the TinyLlama-1.1B shape (22 layers, hidden 2048, 32 heads, 4
 KV heads, intermediate 5632) and the tokenizer given by --tokenizer. MFU is the trainer's own `mfu` metric:
-model FLOPs (6 N per token plus the attention term, `trainer/flops.py`) over the device's peak dense bf16
-FLOP/s from `trainer/devices.py`. The first --warmup-steps steps (allocator, kernels, compilation) are left out;
+model FLOPs (6 N per token plus the attention term, `runtime/flops.py`) over the device's peak dense bf16
+FLOP/s from `runtime/devices.py`. The first --warmup-steps steps (allocator, kernels, compilation) are left out;
 the line reports the median over the rest, tokens/s per device and the peak memory, and is appended to
 bench/results.jsonl. Target on one H100/H200: MFU >= 0.40.
 """

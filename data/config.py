@@ -1,12 +1,14 @@
 """Configuration of the data pipeline: where records come from and how they become training examples.
 
-Plain dataclasses; `trainer.config` loads them from YAML. Every field documents itself in `metadata["help"]`.
+Plain dataclasses; `runtime.config` loads them from YAML. Every field documents itself in `metadata["help"]`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Literal
+
+from data.errors import ConfigError
 
 SourceFormat = Literal["messages", "oasst_tree", "helpsteer2", "preference", "language_contrast"]
 
@@ -58,11 +60,11 @@ class SourceConfig:
 
     def check(self) -> None:
         if not 0.0 < self.fraction <= 1.0:
-            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+            raise ConfigError(f"fraction must be in (0, 1], got {self.fraction}")
         if self.min_margin < 0:
-            raise ValueError(f"min_margin must be >= 0, got {self.min_margin}")
+            raise ConfigError(f"min_margin must be >= 0, got {self.min_margin}")
         if self.max_records is not None and self.max_records < 1:
-            raise ValueError(f"max_records must be >= 1 or null, got {self.max_records}")
+            raise ConfigError(f"max_records must be >= 1 or null, got {self.max_records}")
 
 
 @dataclasses.dataclass
@@ -128,6 +130,6 @@ class DataConfig:
 
     def check(self) -> None:
         if self.max_prompt_length < 1:
-            raise ValueError(f"data.max_prompt_length must be >= 1, got {self.max_prompt_length}")
+            raise ConfigError(f"data.max_prompt_length must be >= 1, got {self.max_prompt_length}")
         if self.num_workers < 1:
-            raise ValueError(f"data.num_workers must be >= 1, got {self.num_workers}")
+            raise ConfigError(f"data.num_workers must be >= 1, got {self.num_workers}")

@@ -1,9 +1,26 @@
-"""Errors of the data layer: one line each, naming the file and the line (or record index) at fault."""
+"""The refusals sisu writes, and those of the data layer: one line each.
+
+Every error sisu raises on purpose, because what it was given (a config, data, a file, a checkpoint, the launch
+environment) is not something it can run, is a `SisuError`. The job front end (runtime/cli.py) prints those as one
+line and exits with their `exit_code` (2); anything else is a bug and keeps its traceback (exit 1). The base
+lives here, in the lowest layer that refuses anything, so that every layer above can raise it. Data errors name
+the file and the line (or record index) at fault.
+"""
 
 from __future__ import annotations
 
 
-class DataError(ValueError):
+class SisuError(ValueError):
+    """A refusal: one line for the user (no traceback), exit status `exit_code`."""
+
+    exit_code = 2
+
+
+class ConfigError(SisuError):
+    """A setting is wrong: a config file, an override, a command-line option or their combination."""
+
+
+class DataError(SisuError):
     """One-line user error: '<file>:<line>: <problem>' (or '<file>: record N: ...' for parquet/hub)."""
 
 

@@ -1,7 +1,7 @@
 """How the ranks of a job share long data work without any of them waiting in a collective for long.
 
 The data layer knows nothing of torch.distributed: a job hands it a `Group` (the trainer's is built on
-trainer/distributed.py, the one module that issues collectives; a single process uses `LOCAL`). `run_together`
+runtime/distributed.py, the one module that issues collectives; a single process uses `LOCAL`). `run_together`
 runs this rank's share of some work (items with a global order: source parts, tokenization shards) in a
 background thread, or in a pool of worker processes, while the calling thread meets the other ranks every
 `poll` seconds in two tiny all-reduces: how much is done, whether everyone is finished, and the lowest item that

@@ -17,6 +17,20 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from data.errors import ConfigError
+
+
+def check_batch_sizes(*, global_batch_size: int, micro_batch_size: int, world_size: int = 1) -> int:
+    """The global-batch rule, the one place it is checked: every optimizer step's `global_batch_size` examples are
+    `micro_batch_size` per rank per micro-step, on every rank. Returns the gradient accumulation steps."""
+    per_step = micro_batch_size * world_size
+    if global_batch_size % per_step:
+        raise ConfigError(
+            f"train.global_batch_size ({global_batch_size}) is not divisible by train.micro_batch_size "
+            f"({micro_batch_size}) x world size ({world_size}) = {per_step}"
+        )
+    return global_batch_size // per_step
+
 
 class StepSampler:
     def __init__(
@@ -31,11 +45,9 @@ class StepSampler:
         shuffle: bool = True,
         group_by_length: bool = False,
     ) -> None:
-        if global_batch_size % (micro_batch_size * world_size):
-            raise ValueError(
-                f"train.global_batch_size ({global_batch_size}) must be a multiple of train.micro_batch_size "
-                f"({micro_batch_size}) x world size ({world_size})"
-            )
+        self.grad_accum = check_batch_sizes(
+            global_batch_size=global_batch_size, micro_batch_size=micro_batch_size, world_size=world_size
+        )
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.global_batch_size = global_batch_size
         self.micro_batch_size = micro_batch_size
@@ -44,7 +56,6 @@ class StepSampler:
         self.seed = seed
         self.shuffle = shuffle
         self.group_by_length = group_by_length
-        self.grad_accum = global_batch_size // (micro_batch_size * world_size)
         self._order_cache: tuple[int, np.ndarray] | None = None
 
     @property

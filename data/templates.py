@@ -13,6 +13,8 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from data.errors import SisuError
+
 # ChatML, as Poro-34B-chat and SmolLM2 use it (without SmolLM2's default system prompt).
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -27,7 +29,7 @@ BUILTIN_TEMPLATES = {"chatml": (CHATML_TEMPLATE, CHATML_END, (CHATML_START, CHAT
 _PROBE = "\u2063sisu-end-of-turn-probe\u2063"  # an assistant reply no template rewrites
 
 
-class TemplateError(ValueError):
+class TemplateError(SisuError):
     """The chat template cannot be used for span-exact rendering."""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data.errors import Unreachable, hub_offline
+from data.errors import DataError, Unreachable, hub_offline
 from eval.ifeval import Prompt, load_hub_prompts, load_prompts
 
 
@@ -15,7 +15,7 @@ def read_benchmark_prompts(location: str, *, subset: str | None, split: str, wha
     path = Path(location).expanduser()
     if path.suffix in (".jsonl", ".json") or path.exists():
         if not path.is_file():
-            raise ValueError(f"{what}: {path} not found")
+            raise DataError(f"{what}: {path} not found")
         return load_prompts(path)
     try:
         return load_hub_prompts(location, config=subset, split=split)

@@ -7,7 +7,8 @@ import dataclasses
 from typing import Literal
 
 from data.config import option
-from trainer.settings import DistributedConfig, ModelConfig
+from data.errors import ConfigError
+from runtime.settings import DistributedConfig, ModelConfig
 
 
 @dataclasses.dataclass
@@ -37,7 +38,7 @@ class GenerationConfig:
 
     def check(self) -> None:
         if self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ValueError("generation.batch_size and generation.max_new_tokens must be >= 1")
+            raise ConfigError("generation.batch_size and generation.max_new_tokens must be >= 1")
 
 
 @dataclasses.dataclass

@@ -27,10 +27,11 @@ from typing import Any
 
 import torch
 
+from data.errors import ConfigError, SisuError
 from data.templates import ChatTemplate
 from data.text import cut_at_stop
-from trainer.distributed import all_gather_objects, broadcast_object, rank, world_size
-from trainer.profiling import named_range
+from runtime.distributed import all_gather_objects, broadcast_object, rank, world_size
+from runtime.profiling import named_range
 
 logger = logging.getLogger("sisu")
 
@@ -41,14 +42,13 @@ def load_generation_model(
     """A model for generation in eval mode: a full copy per rank (`replicate`), or sharded over all ranks with
     FSDP2 (`fsdp`: for models larger than one device, such as Poro-34B on a 64 GB MI250X GCD; the ranks then
     generate in lockstep). bf16 on GPU unless `model.dtype` says otherwise."""
-    from trainer.builder import build_sharded_model
-    from trainer.jobs import TrainConfig
-    from trainer.model import build_model
+    from runtime.builder import ShardingSettings, build_sharded_model
+    from runtime.model import build_model
 
     if sharding == "fsdp":
         return build_sharded_model(
             model_cfg,
-            TrainConfig(mixed_precision="auto"),
+            ShardingSettings(),
             info=info,
             vocab_size=vocab_size,
             seed=seed,
@@ -126,7 +126,7 @@ def resolve_eval_template(tokenizer: object, name: str) -> ChatTemplate:
     template = ChatTemplate.resolve(tokenizer, name)
     missing = template.missing_markers(tokenizer)
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"template {template.name!r} writes {', '.join(missing)}, which this tokenizer does not have as "
             "tokens (a base model, or one trained with another template): use a model sisu trained with that "
             "template (its export carries it), or set template to the one the model was trained with"
@@ -378,7 +378,7 @@ def check_run_settings(path: Path, current: dict, *, progress: Path, what: str) 
     previous = json.loads(path.read_text(encoding="utf-8"))
     changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
     if changed:
-        raise ValueError(
+        raise SisuError(
             f"{path.parent} holds {what} made with other settings ({', '.join(changed)} differ): "
             f"use another output_dir, or delete {progress.name} to start over"
         )

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from trainer.config import atomic_write_text, write_config
-from trainer.distributed import DistInfo, init_distributed, seed_everything, setup_logging, teardown
+from runtime.config import atomic_write_text, write_config
+from runtime.distributed import DistInfo, init_distributed, seed_everything, setup_logging, teardown
 
 
 @contextlib.contextmanager

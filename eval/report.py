@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data.errors import ConfigError, DataError
+
 METRICS = (
     "inst_level_strict_acc",
     "inst_level_loose_acc",
@@ -29,13 +31,13 @@ def load_run(path: str | Path, name: str | None = None) -> RunScores:
     path = Path(path)
     found = sorted(path.glob("*/scores.json"))
     if not found:
-        raise ValueError(f"{path}: no <benchmark>/scores.json found (is this an eval output_dir?)")
+        raise DataError(f"{path}: no <benchmark>/scores.json found (is this an eval output_dir?)")
     run = RunScores(name or path.name, path)
     for scores_path in found:
         try:
             run.benchmarks[scores_path.parent.name] = json.loads(scores_path.read_text(encoding="utf-8"))
         except ValueError as exc:
-            raise ValueError(f"{scores_path}: not valid JSON ({exc})") from None
+            raise DataError(f"{scores_path}: not valid JSON ({exc})") from None
     return run
 
 
@@ -70,7 +72,7 @@ def _percent(value: float | None) -> str:
 def table_rows(runs: Sequence[RunScores], *, metric: str = "inst_level_strict_acc") -> list[list[str]]:
     """Header plus one row per run: run, EN (%), FI (%), Resp lang (%)."""
     if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+        raise ConfigError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
     rows = [["run", "EN (%)", "FI (%)", "Resp lang (%)"]]
     for run in runs:
         en = run.benchmarks.get("ifeval_en", {})

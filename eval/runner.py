@@ -14,6 +14,7 @@ import json
 import logging
 from pathlib import Path
 
+from data.errors import ConfigError, DataError, SisuError
 from data.templates import ChatTemplate
 from eval.benchmarks import read_benchmark_prompts
 from eval.config import BenchmarkConfig, EvalConfig
@@ -29,9 +30,9 @@ from eval.ifeval import Prompt, format_table, score, write_outputs
 from eval.job import generation_job
 from eval.language import response_language_rate
 from eval.report import RunScores, category_accuracies, plot_categories
-from trainer.config import atomic_write_text
-from trainer.fingerprint import model_fingerprint
-from trainer.model import load_tokenizer
+from runtime.config import atomic_write_text
+from runtime.fingerprint import model_fingerprint
+from runtime.model import load_tokenizer
 
 logger = logging.getLogger("sisu")
 
@@ -68,7 +69,7 @@ def select_benchmark(bench: BenchmarkConfig) -> BenchmarkSelection:
         num_beyond_limit = max(0, len(prompts) - bench.limit)
         prompts = prompts[: bench.limit]
     if not prompts:
-        raise ValueError(f"benchmark {bench.name}: no prompts left after filtering")
+        raise DataError(f"benchmark {bench.name}: no prompts left after filtering")
     return BenchmarkSelection(prompts, num_read, num_other_language, num_beyond_limit)
 
 
@@ -115,17 +116,17 @@ def check_earlier_responses(bench_dir: Path, identity: dict) -> None:
         differs = "responses of another " + " and ".join(names[key] for key in changed)
         if "model" in changed:
             differs += f" ({earlier.get('model', {}).get('path')})"
-    raise ValueError(
+    raise SisuError(
         f"{bench_dir} holds {differs}: use another output_dir, or delete {responses} to start over"
     )
 
 
 def run_eval(cfg: EvalConfig) -> None:
     if not cfg.benchmarks:
-        raise ValueError("eval: benchmarks is empty; add e.g. {name: ifeval_en, path: google/IFEval}")
+        raise ConfigError("eval: benchmarks is empty; add e.g. {name: ifeval_en, path: google/IFEval}")
     names = [b.name for b in cfg.benchmarks]
     if len(set(names)) != len(names):
-        raise ValueError(f"eval: benchmark names must be unique, got {names}")
+        raise ConfigError(f"eval: benchmark names must be unique, got {names}")
     benchmarks = [(bench, select_benchmark(bench)) for bench in cfg.benchmarks]  # fail fast on bad files
     # every rank checks before the process group starts, so a refusal stops all of them alike
     tokenizer = load_tokenizer(cfg.model)

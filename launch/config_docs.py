@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from launch.jobs import JOBS
-from trainer.config import _MISSING, _describe, _section_type, iter_fields
+from runtime.config import _MISSING, _describe, _section_type, iter_fields
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "config.md"
 

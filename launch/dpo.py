@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from trainer.cli import exit_process, run_job  # noqa: E402
+from runtime.cli import exit_process, run_job  # noqa: E402
 from trainer.dpo import dry_run_dpo, run_dpo  # noqa: E402
 from trainer.jobs import DPOConfig  # noqa: E402
 

@@ -22,8 +22,8 @@ from eval.runner import (  # noqa: E402
     run_eval,
     select_benchmark,
 )
-from trainer.cli import exit_process, run_job  # noqa: E402
-from trainer.model import load_tokenizer  # noqa: E402
+from runtime.cli import exit_process, run_job  # noqa: E402
+from runtime.model import load_tokenizer  # noqa: E402
 
 
 def dry_run(cfg: EvalConfig, world_size: int) -> list[str]:

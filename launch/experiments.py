@@ -45,14 +45,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import yaml  # noqa: E402
 
+from data.errors import SisuError  # noqa: E402
 from launch.jobs import JOBS  # noqa: E402
-from trainer.config import load_config  # noqa: E402
+from runtime.config import load_config  # noqa: E402
 
 LAUNCH = Path(__file__).resolve().parent
 RUN_KEYS = {"name", "job", "config", "overrides", "nproc", "after"}
 
 
-class SpecError(ValueError):
+class SpecError(SisuError):
     """The matrix file is wrong (reported in one line before anything runs)."""
 
 
@@ -188,7 +189,7 @@ def load_matrix(path: str) -> tuple[list[Run], dict | None]:
     for run in ordered:
         try:
             run.cfg = load_config(JOBS[run.job], run.config, run.overrides)
-        except (ValueError, FileNotFoundError) as exc:
+        except SisuError as exc:
             raise SpecError(f"run '{run.name}': {str(exc).strip().splitlines()[0]}") from None
     report = raw.get("report")
     if report is not None:

@@ -19,10 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from data.errors import SisuError  # noqa: E402
 from data.pipeline import build_dataset, examples_by_source, mark_trained_text  # noqa: E402
-from trainer.config import load_config, read_yaml  # noqa: E402
+from runtime.config import load_config, read_yaml  # noqa: E402
+from runtime.model import prepare_tokenizer  # noqa: E402
 from trainer.jobs import DPOConfig, SFTConfig  # noqa: E402
-from trainer.model import prepare_tokenizer  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -48,9 +49,9 @@ def main(argv: list[str]) -> int:
             max_seq_len=cfg.train.max_seq_len,
             expect="preference" if is_dpo else "sft",
         )
-    except (ValueError, OSError) as exc:
+    except SisuError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     print(
         f"job: {'dpo' if is_dpo else 'sft'}; chat template: {bundle.template.name}; "
         f"prompt masking: {cfg.data.prompt_masking}; max_seq_len {cfg.train.max_seq_len}"

@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from eval.pairs.config import PairsConfig  # noqa: E402
 from eval.pairs.job import dry_run, run_pairs  # noqa: E402
-from trainer.cli import exit_process, run_job  # noqa: E402
+from runtime.cli import exit_process, run_job  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

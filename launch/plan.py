@@ -14,9 +14,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from data.errors import SisuError  # noqa: E402
 from planner.architectures import ARCHITECTURES  # noqa: E402
+from launch.jobs import JOBS  # noqa: E402
 from planner.report import PlanRequest, make_plan  # noqa: E402
-from trainer.devices import DEVICES  # noqa: E402
+from runtime.devices import DEVICES  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="key.path=value overrides, as for launch/sft.py")
     args = parser.parse_args(argv)
     request = PlanRequest(
+        configs=JOBS,
         config=args.config,
         overrides=args.overrides,
         job=args.job,
@@ -82,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         result = make_plan(request)
-    except (ValueError, OSError) as exc:  # PlanError, ConfigError and unreadable files: one line, exit 2
+    except SisuError as exc:  # PlanError, ConfigError, DataError: one line
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     print("\n".join(result.lines))
     return 0
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from data.errors import SisuError  # noqa: E402
 from eval.report import (  # noqa: E402
     METRICS,
     category_accuracies,
@@ -22,7 +23,7 @@ from eval.report import (  # noqa: E402
     to_csv,
     to_markdown,
 )
-from trainer.config import atomic_write_text  # noqa: E402
+from runtime.config import atomic_write_text  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -48,9 +49,9 @@ def main(argv: list[str]) -> int:
         names = args.names or run_names(args.runs)
         runs = [load_run(path, name) for path, name in zip(args.runs, names)]
         rows = table_rows(runs, metric=args.metric)
-    except ValueError as exc:
+    except SisuError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     out = Path(args.out)
     markdown = f"IFEval, {args.metric.replace('_', ' ')} (%)\n\n" + to_markdown(rows)
     atomic_write_text(out, markdown)

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from eval.translation.config import TranslateConfig  # noqa: E402
 from eval.translation.job import dry_run, run_translate  # noqa: E402
-from trainer.cli import exit_process, run_job  # noqa: E402
+from runtime.cli import exit_process, run_job  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from data.errors import SisuError
+
 # transformers config fields of architectures the planner knows without network access.
 #  - poro-34b: LumiOpen/Poro-34B config.json (BloomForCausalLM: hidden_size 7168, n_layer 54, n_head 56,
 #    vocab_size 128000; tie_word_embeddings is not set, so BLOOM's default, tied, applies; ALiBi, no rotary;
@@ -71,7 +73,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
 LLAMA_LIKE = {"llama", "mistral", "qwen2"}
 
 
-class PlanError(ValueError):
+class PlanError(SisuError):
     """A one-line user error of the planner (unknown architecture, unreadable config, bad settings)."""
 
 

@@ -5,7 +5,7 @@ Notation: N parameters, W ranks (FSDP2 shards over all of them), b micro batch, 
 r = 1 row per sample for SFT, 2 for DPO (chosen and rejected), T = r·b·s tokens per micro-batch, h hidden size,
 L layers, a heads, k kv heads, d head dim, I intermediate size, V vocabulary, c bytes of the compute dtype
 (2 for bf16, 4 for fp32), p bytes of the stored (master) dtype (4 with `model.dtype: auto`).
-**Model state per device** (sisu's `trainer/parallel.py`: one FSDP2 group per decoder block plus the root group,
+**Model state per device** (sisu's `runtime/parallel.py`: one FSDP2 group per decoder block plus the root group,
 which holds the embeddings, the final norm and the LM head):
 
 - parameters: the sharded masters, p·N/W; plus the gathered working copies in the compute dtype: the root group
@@ -50,9 +50,9 @@ GiB = 2**30
 
 
 def effective_attention(model_type: str, requested: str) -> str:
-    """The attention a run uses (trainer/attention.py): alibi_sdpa for BLOOM by default, sdpa for rotary models,
+    """The attention a run uses (runtime/attention.py): alibi_sdpa for BLOOM by default, sdpa for rotary models,
     or what `model.attn_implementation` names."""
-    from trainer.attention import ALIBI_SDPA, resolve_attention
+    from runtime.attention import ALIBI_SDPA, resolve_attention
 
     implementation, alibi_sdpa = resolve_attention(model_type, requested)
     return ALIBI_SDPA if alibi_sdpa else implementation

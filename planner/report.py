@@ -28,11 +28,10 @@ from planner.memory import (
 )
 from planner.runtime import CPU_RUNTIME_GIB, measure_runtime_baseline
 from planner.throughput import estimate_throughput
-from trainer import devices
-from trainer.config import load_config, read_yaml
-from trainer.jobs import DPOConfig, SFTConfig
-from trainer.model import prepare_tokenizer
-from trainer.settings import ModelConfig
+from runtime import devices
+from runtime.config import load_config, read_yaml
+from runtime.model import prepare_tokenizer
+from runtime.settings import ModelConfig
 
 
 def settings_from_config(cfg: Any, *, job: str, world_size: int, device: str) -> RunSettings:
@@ -110,6 +109,9 @@ class PlanRequest:
     count_data: bool = False
     max_micro_batch: int = 256
     prompt_tokens: int | None = None  # eval/translate: the longest prompt; None: an estimate from the recipe
+    # the root config class of each training job ("sft", "dpo"): launch/jobs.py's JOBS (the planner does not
+    # import the trainer; the generation jobs' configs it knows itself)
+    configs: Mapping[str, type] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -137,7 +139,9 @@ def make_plan(req: PlanRequest) -> PlanResult:
     device = _device(req)
     if job in GENERATION_JOBS:
         return _make_generation_plan(req, job, device)
-    cfg = load_config(DPOConfig if job == "dpo" else SFTConfig, req.config, req.overrides)
+    if job not in req.configs:
+        raise PlanError(f"no config class for the {job} job (PlanRequest.configs: launch/jobs.py's JOBS)")
+    cfg = load_config(req.configs[job], req.config, req.overrides)
     world = req.nodes * req.gpus_per_node
     arch, source = resolve_architecture(cfg.model, arch=req.arch)
     settings = settings_from_config(cfg, job=job, world_size=world, device=device.name)

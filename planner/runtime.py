@@ -29,7 +29,7 @@ if tokenizer != "-":
 if sys.argv[4] == "1":
     from torch.utils.tensorboard import SummaryWriter  # noqa: F401
 dist.init_process_group("gloo")
-from trainer.parallel import shard_model
+from runtime.parallel import shard_model
 fields = dict(hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=1, vocab_size=16)
 if model_type == "bloom":
     fields = dict(hidden_size=8, n_layer=1, n_head=1, vocab_size=16)

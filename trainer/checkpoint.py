@@ -31,9 +31,10 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from trainer.distributed import barrier, rank
-from trainer.model import DTYPES
-from trainer.parallel import mixed_precision_policy
+from data.errors import ConfigError, SisuError
+from runtime.distributed import barrier, rank
+from runtime.model import DTYPES
+from runtime.parallel import mixed_precision_policy
 
 logger = logging.getLogger("sisu")
 STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -111,7 +112,7 @@ def check_dcp_metadata(path: Path) -> None:
         with (path / ".metadata").open("rb") as handle:
             _MetadataUnpickler(handle).load()
     except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise ValueError(
+        raise SisuError(
             f"{path / '.metadata'}: not a checkpoint's metadata sisu will load ({exc})"
         ) from None
 
@@ -180,7 +181,7 @@ def read_trainer_state(path: str | os.PathLike) -> dict[str, Any]:
     """The `trainer_state.json` of checkpoint `path` (one-line error when it is not a complete checkpoint)."""
     state_file = Path(path) / "trainer_state.json"
     if not state_file.is_file():
-        raise ValueError(f"{path}: not a complete sisu checkpoint (trainer_state.json missing)")
+        raise SisuError(f"{path}: not a complete sisu checkpoint (trainer_state.json missing)")
     return json.loads(state_file.read_text(encoding="utf-8"))
 
 
@@ -200,7 +201,7 @@ def load_checkpoint(
             if any(path.glob("*.pt"))
             else ""
         )
-        raise ValueError(f"{path}: no RNG state for rank {rank()}{old}; resume=none starts over")
+        raise SisuError(f"{path}: no RNG state for rank {rank()}{old}; resume=none starts over")
     check_dcp_metadata(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -221,7 +222,7 @@ def _clean_key(key: str) -> str:
 def _parse_size(text: str) -> int:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?B)\s*", text.upper())
     if not match:
-        raise ValueError(f"checkpoint.max_shard_size {text!r}: expected e.g. 500MB or 5GB")
+        raise ConfigError(f"checkpoint.max_shard_size {text!r}: expected e.g. 500MB or 5GB")
     scale = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9}[match.group(2)]
     return int(float(match.group(1)) * scale)
 
@@ -361,7 +362,7 @@ def check_same_template(saved: dict[str, Any], current: dict[str, Any], *, path:
         return
     for key, what in (("source", "chat template"), ("added_tokens", "set of tokens added for the template")):
         if before.get(key) != current.get(key):
-            raise ValueError(
+            raise SisuError(
                 f"{path} was trained with a different {what} ({before.get('name')!r}, end of turn "
                 f"{before.get('end_of_turn')!r}) than this run resolves ({current.get('name')!r}); set "
                 "data.template (and model.tokenizer) as in that run, or resume=none to start over"
@@ -373,7 +374,7 @@ def check_same_run(saved: dict[str, Any], *, data: dict[str, Any], world_size: i
     the step sequence it started (other examples per step, other ranks' RNG), so it would not be exact."""
     before = saved.get("world_size")
     if before is not None and before != world_size:
-        raise ValueError(
+        raise SisuError(
             f"{path} was written by {before} ranks and this run has {world_size}: resume with {before} ranks "
             "(the same nodes x GPUs), or resume=none to start over"
         )
@@ -392,7 +393,7 @@ def check_same_run(saved: dict[str, Any], *, data: dict[str, Any], world_size: i
         detail = ""
         if "record_counts" in recorded and recorded["record_counts"] != data["record_counts"]:
             detail = f" (records per source {recorded['record_counts']} -> {data['record_counts']})"
-        raise ValueError(
+        raise SisuError(
             f"{path} was written for other data: {', '.join(changed)} changed{detail}; restore the data and "
             "settings of that run, or resume=none to start over"
         )

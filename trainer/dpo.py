@@ -23,16 +23,16 @@ import numpy as np
 import torch
 
 from data.pipeline import DataBundle
-from trainer.attention import check_packing_supported
+from runtime.attention import check_packing_supported
+from runtime.builder import build_sharded_model
+from runtime.distributed import DistInfo, reduce_tensor, reduce_values
+from runtime.fingerprint import model_fingerprint
+from runtime.profiling import named_range
+from runtime.settings import ModelConfig
 from trainer.batching import PairBatching
-from trainer.builder import build_sharded_model
-from trainer.distributed import DistInfo, reduce_tensor, reduce_values
-from trainer.fingerprint import model_fingerprint
 from trainer.forward import pair_logps
 from trainer.jobs import DPOConfig
 from trainer.objectives import DPOObjective
-from trainer.profiling import named_range
-from trainer.settings import ModelConfig
 from trainer.steps import dry_run_plan, pack_length
 from trainer.tasks import Task
 from trainer.trainer import Trainer
@@ -138,7 +138,7 @@ def make_dpo_task(
     def build_reference() -> torch.nn.Module:
         return build_sharded_model(
             ref_cfg,
-            cfg.train,
+            cfg.train.sharding(),
             info=info,
             vocab_size=len(tokenizer),
             seed=cfg.seed,

@@ -10,7 +10,7 @@ import torch
 
 from losses import sequence_logps
 from losses.chunked import chunked_sequence_logps, chunked_token_logps
-from trainer.attention import additive_mask, needs_additive_mask
+from runtime.attention import additive_mask, needs_additive_mask
 from trainer.batching import Batch
 
 

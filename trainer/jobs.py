@@ -3,7 +3,7 @@
 Fixed key names (users and recipes rely on them): `output_dir`, `seed`, `model.path`, `train.max_steps`,
 `train.epochs`, `train.global_batch_size`, `train.micro_batch_size`, `train.max_seq_len`, `optim.lr`,
 `checkpoint.every_steps`, `resume`. Model and process-group settings are shared with the other jobs
-(trainer/settings.py); eval's and translation's configs live beside those jobs (eval/config.py,
+(runtime/settings.py); eval's and translation's configs live beside those jobs (eval/config.py,
 eval/translation/config.py).
 """
 
@@ -13,8 +13,11 @@ import dataclasses
 from typing import Literal
 
 from data.config import DataConfig, option
+from data.errors import ConfigError
+from data.sampler import check_batch_sizes
 from data.sources import PREFERENCE_FORMATS
-from trainer.settings import DistributedConfig, ModelConfig
+from runtime.builder import ShardingSettings
+from runtime.settings import DistributedConfig, ModelConfig
 
 
 @dataclasses.dataclass
@@ -60,29 +63,36 @@ class TrainConfig:
     peak_tflops: float | None = option(
         None,
         help="Peak dense bf16 TFLOP/s of one device (one GCD on MI250X) for the MFU metric; null = from the "
-        "device table in trainer/devices.py (no MFU on CPU).",
+        "device table in runtime/devices.py (no MFU on CPU).",
     )
     max_bad_steps: int = option(
         5, help="Stop after this many consecutive steps with a non-finite loss or gradient norm."
     )
 
+    def sharding(self) -> ShardingSettings:
+        """The model's FSDP2 and precision settings of this section."""
+        return ShardingSettings(
+            mixed_precision=self.mixed_precision,
+            activation_checkpointing=self.activation_checkpointing,
+            reshard_after_forward=self.reshard_after_forward,
+            cpu_offload=self.cpu_offload,
+            compile=self.compile,
+            prefetch_blocks=self.prefetch_blocks,
+        )
+
     def check(self) -> None:
         for name in ("epochs", "global_batch_size", "micro_batch_size", "max_seq_len", "max_bad_steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"train.max_steps must be >= 1 or null, got {self.max_steps}")
-        if self.global_batch_size % self.micro_batch_size:
-            raise ValueError(
-                f"train.global_batch_size ({self.global_batch_size}) is not divisible by "
-                f"train.micro_batch_size ({self.micro_batch_size})"
-            )
+            raise ConfigError(f"train.max_steps must be >= 1 or null, got {self.max_steps}")
+        check_batch_sizes(global_batch_size=self.global_batch_size, micro_batch_size=self.micro_batch_size)
         if self.prefetch_blocks < 0:
-            raise ValueError(f"train.prefetch_blocks must be >= 0, got {self.prefetch_blocks}")
+            raise ConfigError(f"train.prefetch_blocks must be >= 0, got {self.prefetch_blocks}")
         if self.loss_chunk_size is not None and self.loss_chunk_size < 1:
-            raise ValueError(f"train.loss_chunk_size must be >= 1 or null, got {self.loss_chunk_size}")
+            raise ConfigError(f"train.loss_chunk_size must be >= 1 or null, got {self.loss_chunk_size}")
         if self.neftune_alpha is not None and self.neftune_alpha < 0:
-            raise ValueError(f"train.neftune_alpha must be >= 0 or null, got {self.neftune_alpha}")
+            raise ConfigError(f"train.neftune_alpha must be >= 0 or null, got {self.neftune_alpha}")
 
 
 @dataclasses.dataclass
@@ -102,13 +112,13 @@ class OptimConfig:
 
     def check(self) -> None:
         if self.lr <= 0:
-            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
         if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+            raise ConfigError(f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"optim.betas must be two numbers in [0, 1), got {self.betas}")
+            raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {self.betas}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+            raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 
 
 @dataclasses.dataclass
@@ -130,9 +140,9 @@ class CheckpointConfig:
 
     def check(self) -> None:
         if self.every_steps is not None and self.every_steps < 1:
-            raise ValueError(f"checkpoint.every_steps must be >= 1 or null, got {self.every_steps}")
+            raise ConfigError(f"checkpoint.every_steps must be >= 1 or null, got {self.every_steps}")
         if self.keep < 1:
-            raise ValueError(f"checkpoint.keep must be >= 1, got {self.keep}")
+            raise ConfigError(f"checkpoint.keep must be >= 1, got {self.keep}")
 
 
 @dataclasses.dataclass
@@ -146,7 +156,7 @@ class LoggingConfig:
 
     def check(self) -> None:
         if self.every_steps < 1:
-            raise ValueError(f"logging.every_steps must be >= 1, got {self.every_steps}")
+            raise ConfigError(f"logging.every_steps must be >= 1, got {self.every_steps}")
 
 
 @dataclasses.dataclass
@@ -180,7 +190,7 @@ class _TrainJob:
     def check(self) -> None:
         if self.train.max_seq_len <= self.data.max_prompt_length and self.data.sources:
             if any(s.format in PREFERENCE_FORMATS for s in self.data.sources):
-                raise ValueError(
+                raise ConfigError(
                     f"data.max_prompt_length ({self.data.max_prompt_length}) must be smaller than "
                     f"train.max_seq_len ({self.train.max_seq_len}) to leave room for the completion"
                 )
@@ -213,9 +223,9 @@ class DPOLossConfig:
 
     def check(self) -> None:
         if self.beta <= 0:
-            raise ValueError(f"dpo.beta must be > 0, got {self.beta}")
+            raise ConfigError(f"dpo.beta must be > 0, got {self.beta}")
         if not 0.0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"dpo.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+            raise ConfigError(f"dpo.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
 
 
 @dataclasses.dataclass

@@ -12,9 +12,9 @@ import torch
 
 from losses import dpo_loss, neftune_noise, sft_loss
 from losses.chunked import chunked_sft_loss
+from runtime.profiling import named_range
 from trainer.batching import Batch
 from trainer.forward import head_runs_in_chunks, model_inputs, on_final_hidden, pair_logps
-from trainer.profiling import named_range
 
 DPO_METRIC_SUMS = (
     "rewards/chosen",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from trainer.attention import check_packing_supported
+from runtime.attention import check_packing_supported
 from trainer.batching import SFTBatching
 from trainer.jobs import SFTConfig
 from trainer.objectives import NEFTuneHook, SFTObjective

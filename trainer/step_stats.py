@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from trainer.distributed import reduce_tensor, stack_values
+from runtime.distributed import reduce_tensor, stack_values
 
 
 @dataclasses.dataclass(frozen=True)

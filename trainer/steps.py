@@ -6,9 +6,10 @@ import dataclasses
 import math
 from typing import Any
 
-from data.errors import Unreachable
+from data.errors import ConfigError, Unreachable
 from data.pipeline import DRY_RUN_RECORDS, build_dataset
-from trainer.model import prepare_tokenizer
+from data.sampler import check_batch_sizes
+from runtime.model import prepare_tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,15 +55,12 @@ def plan_steps(
     cfg: Any, *, kind: str, num_examples: int, mean_length: float, world_size: int, num_nodes: int = 1
 ) -> StepPlan:
     train = cfg.train
-    per_step = train.micro_batch_size * world_size
-    if train.global_batch_size % per_step:
-        raise ValueError(
-            f"train.global_batch_size ({train.global_batch_size}) must be a multiple of train.micro_batch_size "
-            f"({train.micro_batch_size}) x world size ({world_size}) = {per_step}"
-        )
+    grad_accum = check_batch_sizes(
+        global_batch_size=train.global_batch_size, micro_batch_size=train.micro_batch_size, world_size=world_size
+    )
     steps_per_epoch = num_examples // train.global_batch_size
     if steps_per_epoch == 0:
-        raise ValueError(
+        raise ConfigError(
             f"only {num_examples} examples: fewer than one global batch ({train.global_batch_size}); "
             "lower train.global_batch_size or add data"
         )
@@ -73,7 +71,7 @@ def plan_steps(
         num_nodes=num_nodes,
         micro_batch_size=train.micro_batch_size,
         global_batch_size=train.global_batch_size,
-        grad_accum=train.global_batch_size // per_step,
+        grad_accum=grad_accum,
         num_examples=num_examples,
         steps_per_epoch=steps_per_epoch,
         epochs=epochs,
@@ -96,16 +94,15 @@ def pack_length(cfg: Any, *, kind: str) -> int | None:
 def dry_run_plan(cfg: Any, *, expect: str, world_size: int) -> list[str]:
     """What --dry-run prints: validates, loads what is reachable (local files, cached hub data), never downloads.
     Step counts from a sample of the data are estimates, and say so."""
-    per_step = cfg.train.micro_batch_size * world_size
-    if cfg.train.global_batch_size % per_step:
-        raise ValueError(
-            f"train.global_batch_size ({cfg.train.global_batch_size}) must be a multiple of train.micro_batch_size "
-            f"({cfg.train.micro_batch_size}) x world size ({world_size}) = {per_step}"
-        )
+    grad_accum = check_batch_sizes(
+        global_batch_size=cfg.train.global_batch_size,
+        micro_batch_size=cfg.train.micro_batch_size,
+        world_size=world_size,
+    )
     lines = [
         f"config valid; output_dir {cfg.output_dir}",
         f"world size {world_size}; micro batch {cfg.train.micro_batch_size}, global batch "
-        f"{cfg.train.global_batch_size}, gradient accumulation {cfg.train.global_batch_size // per_step}",
+        f"{cfg.train.global_batch_size}, gradient accumulation {grad_accum}",
     ]
     try:
         tokenizer, template, new_ids = prepare_tokenizer(cfg.model, cfg.data.template)

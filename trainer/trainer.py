@@ -16,15 +16,15 @@ from typing import Any
 
 import torch
 
+from data.errors import ConfigError, SisuError
 from data.pipeline import DataBundle, build_dataset
 from data.sampler import StepSampler
-from trainer import checkpoint as ckpt
-from trainer import faults
-from trainer.attention import attention_name
-from trainer.builder import build_sharded_model
-from trainer.config import write_config
-from trainer.devices import detect_device_name, peak_flops
-from trainer.distributed import (
+from runtime import faults
+from runtime.attention import attention_name
+from runtime.builder import build_sharded_model
+from runtime.config import write_config
+from runtime.devices import detect_device_name, peak_flops
+from runtime.distributed import (
     DistInfo,
     data_group,
     init_distributed,
@@ -35,11 +35,12 @@ from trainer.distributed import (
     stack_values,
     teardown,
 )
-from trainer.flops import model_flops_per_token
-from trainer.metrics import MetricsLogger, Timer, current_rss_bytes, peak_memory_bytes, truncate_metrics
-from trainer.model import prepare_tokenizer
+from runtime.flops import model_flops_per_token
+from runtime.metrics import MetricsLogger, Timer, current_rss_bytes, peak_memory_bytes, truncate_metrics
+from runtime.model import prepare_tokenizer
+from runtime.profiling import StepProfiler, named_range
+from trainer import checkpoint as ckpt
 from trainer.optim import build_optimizer, lr_at, set_lr
-from trainer.profiling import StepProfiler, named_range
 from trainer.step_stats import HostCounts, StepStats, gather_step_stats
 from trainer.steps import plan_steps
 from trainer.tasks import Task
@@ -47,8 +48,10 @@ from trainer.tasks import Task
 logger = logging.getLogger("sisu")
 
 
-class TrainingDiverged(RuntimeError):
-    """Too many consecutive non-finite steps; the message is one line for the user."""
+class TrainingDiverged(SisuError):
+    """Too many consecutive non-finite steps; the message is one line for the user (exit status 3)."""
+
+    exit_code = 3
 
 
 class StopRequested(Exception):
@@ -111,7 +114,7 @@ class Trainer:
             logger.info("plan: %s", line)
         self.model = build_sharded_model(
             cfg.model,
-            cfg.train,
+            cfg.train.sharding(),
             info=self.info,
             vocab_size=len(self.tokenizer),
             seed=cfg.seed,
@@ -165,7 +168,7 @@ class Trainer:
         else:
             path = Path(resume)
             if not path.is_dir():
-                raise ValueError(f"resume={resume}: no such checkpoint directory")
+                raise ConfigError(f"resume={resume}: no such checkpoint directory")
         saved = ckpt.read_trainer_state(path)
         ckpt.check_same_template(saved, self._template_state(), path=path)
         ckpt.check_same_run(saved, data=self._data_state(), world_size=self.info.world_size, path=path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from data.config import SourceConfig
-from data.errors import DataError
+from data.errors import ConfigError, DataError
 from data.io import Part, Row, read_rows
 from data.records import ChatRecord, LoadReport, PreferenceRecord
 from data.sources import helpsteer2, language_contrast, messages, oasst_tree, preference
@@ -42,7 +42,7 @@ def _counted(rows: Iterator[Row], report: LoadReport) -> Iterator[Row]:
 def check_source(cfg: SourceConfig, *, on_invalid: str) -> None:
     """The format and on_invalid policy exist (a DataError / ValueError otherwise)."""
     if on_invalid not in ON_INVALID:
-        raise ValueError(f"on_invalid must be one of {ON_INVALID}, got {on_invalid!r}")
+        raise ConfigError(f"on_invalid must be one of {ON_INVALID}, got {on_invalid!r}")
     if cfg.format not in LOADERS:
         raise DataError(f"{cfg.path}: unknown format {cfg.format!r} (expected {', '.join(LOADERS)})")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from data.config import option
+from data.errors import ConfigError
 
 
 @dataclasses.dataclass
@@ -50,10 +51,10 @@ class TranslatePromptConfig:
 
     def check(self) -> None:
         if not self.stop.strip() or "\n" in self.stop:
-            raise ValueError(f"prompt.stop must be a non-empty marker without line breaks, got {self.stop!r}")
+            raise ConfigError(f"prompt.stop must be a non-empty marker without line breaks, got {self.stop!r}")
         for i, example in enumerate(self.examples or []):
             if "\n" in example.source or "\n" in example.target:
-                raise ValueError(f"prompt.examples.{i}: source and target must be single lines")
+                raise ConfigError(f"prompt.examples.{i}: source and target must be single lines")
 
 
 @dataclasses.dataclass
@@ -75,7 +76,7 @@ class LanguageFilterConfig:
 
     def check(self) -> None:
         if not 0.0 <= self.min_prob <= 1.0:
-            raise ValueError(f"min_prob must be in [0, 1], got {self.min_prob}")
+            raise ConfigError(f"min_prob must be in [0, 1], got {self.min_prob}")
 
 
 @dataclasses.dataclass
@@ -89,7 +90,7 @@ class LengthRatioFilterConfig:
 
     def check(self) -> None:
         if not 0.0 <= self.min_ratio < self.max_ratio:
-            raise ValueError(f"need 0 <= min_ratio < max_ratio, got {self.min_ratio}, {self.max_ratio}")
+            raise ConfigError(f"need 0 <= min_ratio < max_ratio, got {self.min_ratio}, {self.max_ratio}")
 
 
 @dataclasses.dataclass
@@ -108,7 +109,7 @@ class RepetitionFilterConfig:
 
     def check(self) -> None:
         if self.max_repeats < 1 or self.max_ngram < 1:
-            raise ValueError("max_repeats and max_ngram must be >= 1")
+            raise ConfigError("max_repeats and max_ngram must be >= 1")
 
 
 @dataclasses.dataclass

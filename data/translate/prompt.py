@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from data.errors import ConfigError
 from data.text import cut_at_stop
 from data.translate.config import TranslatePromptConfig
 
@@ -79,7 +80,7 @@ class FewShotPrompt:
         elif (source_lang, target_lang) == ("en", "fi"):
             examples = DEFAULT_EXAMPLES
         else:
-            raise ValueError(
+            raise ConfigError(
                 f"prompt.examples: sisu's built-in examples are English->Finnish; write a few "
                 f"{source_lang}->{target_lang} pairs for prompt.examples"
             )
@@ -88,7 +89,7 @@ class FewShotPrompt:
         try:
             header = cfg.header.format(source=source_name, target=target_name)
         except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(
+            raise ConfigError(
                 f"prompt.header: only {{source}} and {{target}} may be used as placeholders ({exc})"
             ) from None
         return cls(

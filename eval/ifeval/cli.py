@@ -6,7 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .loading import DataError, load_prompts, load_responses
+from data.errors import SisuError
+
+from .loading import load_prompts, load_responses
 from .scoring import (
     COMPAT_MODES,
     SENTENCE_SPLITTERS,
@@ -66,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MissingResponsesError as exc:
         print(f"error: {args.responses}: {exc}", file=sys.stderr)
         return 2
-    except (DataError, ValueError) as exc:
+    except SisuError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -9,14 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data.errors import DataError  # sisu's one data error: pure Python, no torch
+
 from .checkers import REGISTRY, Settings, build_check
 from .text import make_text_tools
 
 Key = int | str
-
-
-class DataError(ValueError):
-    """Malformed prompt or response data; the message names the file and line."""
 
 
 @dataclass(frozen=True)

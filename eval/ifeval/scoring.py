@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data.errors import ConfigError, DataError
+
 from .checkers import (
     ENGLISH_CONSTRAINED_OPTIONS,
     FINNISH_CONSTRAINED_OPTIONS,
@@ -24,7 +26,7 @@ COMPAT_MODES = ("lumiopen",)
 SENTENCE_SPLITTERS = ("builtin", "punkt")
 
 
-class MissingResponsesError(ValueError):
+class MissingResponsesError(DataError):
     """Some prompts have no response; ``keys`` lists them (prompt text where a prompt has no key)."""
 
     def __init__(self, keys: list[Key]) -> None:
@@ -103,15 +105,15 @@ class Scores:
 
 
 def make_settings(*, language: str, compat: str | None, sentence_splitter: str) -> Settings:
-    """Checker settings for a benchmark language; ValueError for unknown options."""
+    """Checker settings for a benchmark language; ConfigError for unknown options."""
     if not isinstance(language, str) or not language.strip() or language != language.strip().lower():
-        raise ValueError(
+        raise ConfigError(
             f"language must be a lower-case ISO 639-1 code such as 'en' or 'fi', got {language!r}"
         )
     if compat is not None and compat not in COMPAT_MODES:
-        raise ValueError(f"unknown compat mode {compat!r}; expected None or one of {COMPAT_MODES}")
+        raise ConfigError(f"unknown compat mode {compat!r}; expected None or one of {COMPAT_MODES}")
     if sentence_splitter not in SENTENCE_SPLITTERS:
-        raise ValueError(
+        raise ConfigError(
             f"unknown sentence_splitter {sentence_splitter!r}; expected one of {SENTENCE_SPLITTERS}"
         )
     if language == "en":
@@ -202,7 +204,7 @@ def score(
         if response is None:
             missing.append(prompt.key if prompt.key is not None else prompt.prompt)
         elif not isinstance(response, str):
-            raise ValueError(
+            raise DataError(
                 f"response for prompt {prompt.key!r} must be a string, got {type(response).__name__}"
             )
         else:
@@ -210,7 +212,7 @@ def score(
     if missing and not allow_missing:
         raise MissingResponsesError(missing)
     if not matched:
-        raise ValueError("no prompt has a response to score")
+        raise DataError("no prompt has a response to score")
 
     verdicts: list[Verdict] = []
     tallies: dict[str, list[int]] = {}

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
+from data.errors import ConfigError
+
 # --------------------------------------------------------------------------------------------------
 # Word counting (length_constraints:number_words): the reference counts runs of \w characters.
 
@@ -450,13 +452,13 @@ def make_text_tools(splitter: str, language: str) -> TextTools:
     """Build sentence/word tools: ``builtin`` (this module) or ``punkt`` (NLTK, when installed).
 
     ``language`` picks the split rules or Punkt model ("en" uses English; "fi" Finnish; others
-    English). Raises ValueError for an unknown splitter or when ``punkt`` cannot be loaded.
+    English). Raises ConfigError for an unknown splitter or when ``punkt`` cannot be loaded.
     """
     if splitter == "builtin":
         return _builtin_tools(language)
     if splitter == "punkt":
         return _punkt_tools(language)
-    raise ValueError(f"unknown sentence_splitter {splitter!r}; expected 'builtin' or 'punkt'")
+    raise ConfigError(f"unknown sentence_splitter {splitter!r}; expected 'builtin' or 'punkt'")
 
 
 @cache
@@ -479,10 +481,10 @@ def _punkt_tools(language: str) -> TextTools:
         tokenizer = PunktTokenizer(model)
         word_tokenize = nltk.word_tokenize
     except ImportError:
-        raise ValueError("sentence_splitter='punkt' needs nltk, which is not installed") from None
+        raise ConfigError("sentence_splitter='punkt' needs nltk, which is not installed") from None
     except (LookupError, OSError, ValueError):
         # nltk's own message spans a dozen lines; the CLI reports errors on one line.
-        raise ValueError(
+        raise ConfigError(
             f"sentence_splitter='punkt' needs the Punkt data tokenizers/punkt_tab/{model} "
             "(set NLTK_DATA to a folder that holds it)"
         ) from None

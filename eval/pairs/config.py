@@ -6,8 +6,9 @@ import dataclasses
 from typing import Literal
 
 from data.config import SourceConfig, option
+from data.errors import ConfigError
 from eval.config import GenerationConfig
-from trainer.settings import DistributedConfig, ModelConfig
+from runtime.settings import DistributedConfig, ModelConfig
 
 # IFEval in English and the Finnish translation the paper evaluates on: no pair may be built on their prompts.
 DEFAULT_BENCHMARKS = (("google/IFEval", None), ("LumiOpen/ifeval_mt", "fi"))
@@ -99,17 +100,17 @@ class PairsConfig:
 
     def check(self) -> None:
         if not self.generation.do_sample:
-            raise ValueError("generation.do_sample must be true: pairs need different answers to one prompt")
+            raise ConfigError("generation.do_sample must be true: pairs need different answers to one prompt")
         if self.generation.samples_per_prompt < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"generation.samples_per_prompt must be >= 2, got {self.generation.samples_per_prompt}"
             )
         if not (self.generation.temperature > 0 and 0 < self.generation.top_p <= 1):
-            raise ValueError("generation: temperature > 0 and 0 < top_p <= 1 required")
+            raise ConfigError("generation: temperature > 0 and 0 < top_p <= 1 required")
         if self.max_prompt_tokens < 1:
-            raise ValueError(f"max_prompt_tokens must be >= 1, got {self.max_prompt_tokens}")
+            raise ConfigError(f"max_prompt_tokens must be >= 1, got {self.max_prompt_tokens}")
         if not self.target_lang.strip() or self.target_lang != self.target_lang.strip().lower():
-            raise ValueError(
+            raise ConfigError(
                 f"target_lang must be a lower-case language code such as fi, got {self.target_lang!r}"
             )
 

@@ -49,10 +49,10 @@ from eval.pairs.prompts import (
     load_pair_prompts,
     screen_prompts,
 )
-from trainer.config import atomic_write_text, config_to_dict
-from trainer.distributed import barrier
-from trainer.fingerprint import model_fingerprint
-from trainer.model import load_tokenizer
+from runtime.config import atomic_write_text, config_to_dict
+from runtime.distributed import barrier
+from runtime.fingerprint import model_fingerprint
+from runtime.model import load_tokenizer
 
 logger = logging.getLogger("sisu")
 

@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from data.errors import Unreachable
+from data.errors import ConfigError, Unreachable
 from data.mix import select_fraction
 from data.records import ChatRecord, LoadReport, stable_id
 from data.sources import load_source
@@ -56,7 +56,7 @@ class PairPrompt:
 def load_pair_prompts(cfg: PairsConfig) -> tuple[list[PairPrompt], list[LoadReport]]:
     """Every prompt of cfg.sources (after fraction subsetting) and cfg.instruction_sources, in config order."""
     if not cfg.sources and not cfg.instruction_sources:
-        raise ValueError(
+        raise ConfigError(
             "make_pairs: no prompts; set sources (chat or preference data) or instruction_sources (IFEval-schema)"
         )
     prompts: list[PairPrompt] = []

@@ -10,8 +10,8 @@ from pathlib import Path
 from data.text import format_duration
 from data.translate.items import Item
 from eval.generate import append_rows, read_done, rewrite_rows
-from trainer.distributed import all_gather_objects, broadcast_object, rank, world_size
-from trainer.faults import kill_after_round
+from runtime.distributed import all_gather_objects, broadcast_object, rank, world_size
+from runtime.faults import kill_after_round
 
 logger = logging.getLogger("sisu")
 
@@ -74,4 +74,4 @@ def run_chunks(
             logger.info(
                 "%s", progress_line(finished + new, len(items), new=new, segments=segments, elapsed=elapsed)
             )
-        kill_after_round(round_index + 1)  # test hook (trainer/faults.py)
+        kill_after_round(round_index + 1)  # test hook (runtime/faults.py)

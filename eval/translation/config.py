@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Literal
 
 from data.config import SourceConfig, option
+from data.errors import ConfigError
 from data.translate.config import CleaningConfig, TranslatePromptConfig
 from eval.config import GenerationConfig
-from trainer.config import config_to_dict
-from trainer.settings import DistributedConfig, ModelConfig
+from runtime.config import config_to_dict
+from runtime.settings import DistributedConfig, ModelConfig
 
 
 @dataclasses.dataclass
@@ -30,7 +31,7 @@ class TranslateSegmentsConfig:
 
     def check(self) -> None:
         if self.max_chars < 1 or self.extra_new_tokens < 0 or self.length_factor <= 0:
-            raise ValueError("segments: max_chars >= 1, length_factor > 0 and extra_new_tokens >= 0 required")
+            raise ConfigError("segments: max_chars >= 1, length_factor > 0 and extra_new_tokens >= 0 required")
 
 
 @dataclasses.dataclass
@@ -76,14 +77,14 @@ class TranslateConfig:
 
     def check(self) -> None:
         if self.source_lang == self.target_lang:
-            raise ValueError(f"source_lang and target_lang are both {self.target_lang!r}")
+            raise ConfigError(f"source_lang and target_lang are both {self.target_lang!r}")
         if self.items_per_chunk < 1:
-            raise ValueError(f"items_per_chunk must be >= 1, got {self.items_per_chunk}")
+            raise ConfigError(f"items_per_chunk must be >= 1, got {self.items_per_chunk}")
         unknown = sorted(set(self.roles) - {"system", "user", "assistant"})
         if unknown:
-            raise ValueError(f"roles: unknown role(s) {unknown} (expected system, user, assistant)")
+            raise ConfigError(f"roles: unknown role(s) {unknown} (expected system, user, assistant)")
         if self.generation.do_sample:
-            raise ValueError("generation.do_sample must be false: translation decodes greedily")
+            raise ConfigError("generation.do_sample must be false: translation decodes greedily")
 
 
 def settings(cfg: TranslateConfig) -> dict:

@@ -14,7 +14,7 @@ records (loadable with `format: messages` or `format: preference`; see data/tran
 `rejected.jsonl` (each row with its reasons), `report.json`, and prints a summary. `settings.json` records the
 settings that shape the output; a re-run with different ones is refused instead of mixing two runs.
 
-Test hook: SISU_TRANSLATE_KILL_AFTER_ROUNDS (trainer/faults.py).
+Test hook: SISU_TRANSLATE_KILL_AFTER_ROUNDS (runtime/faults.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import logging
 import time
 from pathlib import Path
 
-from data.errors import Unreachable
+from data.errors import ConfigError, DataError, Unreachable
 from data.mix import select_fraction
 from data.records import LoadReport
 from data.sources import load_source
@@ -37,8 +37,8 @@ from eval.translation.chunks import run_chunks
 from eval.translation.config import TranslateConfig, settings
 from eval.translation.report import PROGRESS, REPORT, finalize, format_summary
 from eval.translation.translator import ModelTranslator, translate_chunk
-from trainer.distributed import barrier
-from trainer.model import load_tokenizer
+from runtime.distributed import barrier
+from runtime.model import load_tokenizer
 
 logger = logging.getLogger("sisu")
 
@@ -48,7 +48,7 @@ SETTINGS = "settings.json"
 def load_items(cfg: TranslateConfig) -> tuple[list[Item], list[LoadReport]]:
     """Every record of every source (after max_records and fraction), as keyed work items in input order."""
     if not cfg.sources:
-        raise ValueError("translate: sources is empty; add e.g. {path: data/samples/chat_en.jsonl}")
+        raise ConfigError("translate: sources is empty; add e.g. {path: data/samples/chat_en.jsonl}")
     items, reports = [], []
     for index in range(len(cfg.sources)):
         source_items, report = source_items_of(cfg, index)
@@ -63,7 +63,7 @@ def source_items_of(cfg: TranslateConfig, index: int) -> tuple[list[Item], LoadR
     records, report = load_source(source, on_invalid=cfg.on_invalid)
     other = sorted({r.lang for r in records} - {cfg.source_lang})
     if other:
-        raise ValueError(
+        raise DataError(
             f"{source.path}: records in {', '.join(other)} but source_lang is {cfg.source_lang!r} "
             f"(set sources.{index}.lang to keep only {cfg.source_lang!r} rows)"
         )
@@ -151,7 +151,7 @@ def dry_run(cfg: TranslateConfig, world_size: int) -> list[str]:
     prompt, _ = build_prompt_and_cleaner(cfg)
     lines = [f"config valid; output_dir {cfg.output_dir}; world size {world_size}"]
     if not cfg.sources:
-        raise ValueError("translate: sources is empty; add e.g. {path: data/samples/chat_en.jsonl}")
+        raise ConfigError("translate: sources is empty; add e.g. {path: data/samples/chat_en.jsonl}")
     check_settings(Path(cfg.output_dir), settings(cfg))
     records = []
     for index, source in enumerate(cfg.sources):

@@ -12,7 +12,7 @@ from data.translate.clean import REASONS
 from data.translate.items import Item, output_format
 from eval.generate import read_done, rewrite_rows
 from eval.translation.config import TranslateConfig, output_names, settings
-from trainer.config import atomic_write_text
+from runtime.config import atomic_write_text
 
 PROGRESS = "progress.jsonl"
 REJECTED = "rejected.jsonl"

@@ -11,7 +11,7 @@ from data.translate.items import Item, output_row, record_fields
 from data.translate.prompt import FewShotPrompt
 from data.translate.segment import split_text
 from eval.generate import encode_prefix, generate_batch, stops_for
-from trainer.distributed import reduce_values
+from runtime.distributed import reduce_values
 
 # segments -> translations; a translator may also expose `budget_cut`, the segments of its last call whose
 # translation ran into the token budget (ModelTranslator does)

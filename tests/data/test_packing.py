@@ -14,8 +14,8 @@ from data.tokenize import IGNORE_INDEX, PreferenceExample, SFTExample
 
 
 def _tiny_model():
-    from trainer.model import build_model
-    from trainer.settings import ModelConfig
+    from runtime.model import build_model
+    from runtime.settings import ModelConfig
 
     torch.manual_seed(0)
     config = {

@@ -10,7 +10,7 @@ from data.translate.clean import (
     target_probability,
 )
 from data.translate.config import CleaningConfig
-from trainer.config import build_config
+from runtime.config import build_config
 
 EN = (
     "The museum opens at nine in the morning and closes at six in the evening, "

@@ -11,7 +11,7 @@ from data.translate.config import TranslatePromptConfig
 from data.translate.items import output_row, record_fields
 from data.translate.prompt import DEFAULT_EXAMPLES, FewShotPrompt
 from data.translate.segment import split_text, strip_code
-from trainer.config import build_config
+from runtime.config import build_config
 
 
 def fake(segment: str) -> str:

@@ -5,7 +5,7 @@ import pytest
 from eval.config import EvalConfig
 from eval.pairs.config import PairsConfig
 from eval.translation.config import TranslateConfig
-from trainer.config import ConfigError, load_config
+from runtime.config import ConfigError, load_config
 
 RECIPES = [
     (EvalConfig, "recipes/test/tiny_eval.yaml"),

@@ -48,8 +48,8 @@ def tiny_model(tmp_path_factory):
     import torch
     from transformers import AutoTokenizer
 
-    from trainer.model import build_model
-    from trainer.settings import ModelConfig
+    from runtime.model import build_model
+    from runtime.settings import ModelConfig
 
     torch.manual_seed(0)
     model = build_model(

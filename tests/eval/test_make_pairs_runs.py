@@ -55,8 +55,8 @@ def test_counts_add_up_and_every_pair_follows_the_rule(reference):
     from eval.ifeval import check_responses, load_prompts
     from eval.ifeval.langid import detect_language
     from eval.pairs.config import PairsConfig
-    from trainer.config import load_config
-    from trainer.fingerprint import model_fingerprint
+    from runtime.config import load_config
+    from runtime.fingerprint import model_fingerprint
 
     out, log = reference
     report = json.loads((out / "report.json").read_text())

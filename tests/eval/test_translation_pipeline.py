@@ -12,7 +12,7 @@ from eval.translation.config import TranslateConfig
 from eval.translation.job import build_prompt_and_cleaner, load_items
 from eval.translation.report import PROGRESS, finalize, format_summary
 from eval.translation.translator import translate_chunk
-from trainer.config import build_config, config_to_dict
+from runtime.config import build_config, config_to_dict
 
 # --- the pipeline with a fake translator -------------------------------------------------------------------
 

@@ -160,8 +160,8 @@ def test_cached_prefix_and_batch_size_do_not_change_translations():
     from data.translate.config import TranslatePromptConfig
     from data.translate.prompt import FewShotPrompt
     from eval.translation.translator import ModelTranslator
-    from trainer.model import build_model
-    from trainer.settings import ModelConfig
+    from runtime.model import build_model
+    from runtime.settings import ModelConfig
 
     torch.manual_seed(1)
     spec = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}

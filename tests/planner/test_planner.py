@@ -1,4 +1,4 @@
-"""The memory planner (planner/, trainer/devices.py, trainer/flops.py, launch/plan.py).
+"""The memory planner (planner/, runtime/devices.py, runtime/flops.py, launch/plan.py).
 
 Three kinds of checks:
 - arithmetic against the real modelling code: parameter counts against built (meta-device) models, per-layer
@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from launch.jobs import JOBS
 from planner.architectures import ARCHITECTURES, Architecture, architecture_from_config
 from planner.memory import (
     GenerationSettings,
@@ -44,7 +45,7 @@ from planner.memory import (
 from planner.report import PlanRequest, make_plan
 from planner.runtime import SPAWN_CLEAN, measure_runtime_baseline
 from planner.throughput import model_flops_per_token
-from trainer import devices
+from runtime import devices
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_RECIPE = "recipes/test/tiny_sft.yaml"
@@ -66,8 +67,8 @@ def _build(fields, *, device="meta", dtype=torch.float32, attn=None):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if attn == "alibi_sdpa":  # sisu's BLOOM attention, installed by its model builder
-        from trainer.model import build_model
-        from trainer.settings import ModelConfig
+        from runtime.model import build_model
+        from runtime.settings import ModelConfig
 
         with torch.device(device):
             return build_model(ModelConfig(init_config=dict(fields))).to(dtype)
@@ -557,6 +558,7 @@ def cpu_runs(tmp_path_factory):
 def _predict(name, runtimes):
     recipe, overrides = RUNS[name]
     request = PlanRequest(
+        configs=JOBS,
         config=recipe,
         overrides=[*overrides, *_chunk_off()],
         gpu="cpu",
@@ -582,7 +584,9 @@ def test_cpu_checks_are_not_dominated_by_the_runtime(cpu_runs):
     assert _predict("llama-35m", runtimes) > 2 * runtime
     assert _predict("smollm2-135m", runtimes) > 5 * runtime
     deep = make_plan(
-        PlanRequest(config=TINY_RECIPE, overrides=RUNS["deep"][1] + _chunk_off(), gpu="cpu", gpus_per_node=1)
+        PlanRequest(
+            configs=JOBS, config=TINY_RECIPE, overrides=RUNS["deep"][1] + _chunk_off(), gpu="cpu", gpus_per_node=1
+        )
     )
     assert deep.plan.components["activations (no checkpointing)"] > 0.25 * _predict("deep", runtimes)
 
@@ -609,6 +613,7 @@ def test_architecture_is_frozen_and_comparable():
 def _poro_plan(recipe, *overrides):
     return make_plan(
         PlanRequest(
+            configs=JOBS,
             config=str(recipe),
             overrides=list(overrides),
             nodes=4,
@@ -668,8 +673,8 @@ def test_generation_memory_by_hand():
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_trainer_counts_the_flops_the_planner_counts(name):
-    """trainer/flops.py counts N from the model's parameters, the planner from the architecture: the same."""
-    from trainer.flops import model_flops_per_token as trainer_flops
+    """runtime/flops.py counts N from the model's parameters, the planner from the architecture: the same."""
+    from runtime.flops import model_flops_per_token as trainer_flops
 
     model = _build(VARIANTS[name])
     for seq_len in (1, 384, 2048):

@@ -134,9 +134,9 @@ def test_packed_pairs_keep_the_losses_in_every_mode(runs):
 def test_end_token_is_inside_the_logps_when_eos_is_pad(tiny_tokenizer):
     from data.collate import collate_preference
     from data.tokenize import PreferenceExample
+    from runtime.model import build_model
+    from runtime.settings import ModelConfig
     from trainer.dpo import pair_logps
-    from trainer.model import build_model
-    from trainer.settings import ModelConfig
 
     eos = tiny_tokenizer.eos_token_id
     assert eos == tiny_tokenizer.pad_token_id
@@ -188,7 +188,7 @@ def test_long_pairs_are_truncated_and_counted(tiny_tokenizer):
 
 
 def test_reference_never_changes_and_gets_no_gradient(tmp_path, monkeypatch):
-    from trainer.config import load_config
+    from runtime.config import load_config
     from trainer.dpo import make_dpo_task
     from trainer.jobs import DPOConfig
     from trainer.trainer import Trainer

@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from runtime.config import load_config
 from trainer.checkpoint import check_same_template, export_dtype
-from trainer.config import load_config
 from trainer.jobs import SFTConfig
 
 

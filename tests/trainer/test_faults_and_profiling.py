@@ -148,9 +148,9 @@ def test_cpu_profile_trace_has_named_ranges(tmp_path):
 
 def test_mfu_uses_model_flops_and_the_peak_override(tmp_path):
     from planner.throughput import model_flops_per_token
-    from trainer.config import load_config
+    from runtime.config import load_config
+    from runtime.model import architecture_config
     from trainer.jobs import SFTConfig
-    from trainer.model import architecture_config
 
     out = tmp_path / "mfu"
     proc = subprocess.run(

@@ -209,7 +209,7 @@ def test_neftune_off_reproduces_baseline_and_on_changes_loss(runs):
 def test_prompt_masking_counts_only_assistant_tokens(runs, tiny_tokenizer):
     from data.pipeline import build_dataset
     from data.sampler import StepSampler
-    from trainer.config import load_config
+    from runtime.config import load_config
     from trainer.jobs import SFTConfig
 
     repo = runs["repo"]

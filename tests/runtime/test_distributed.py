@@ -6,13 +6,13 @@ import textwrap
 
 import pytest
 
-from trainer.distributed import TORCHRUN_VARS, read_launch_env
+from runtime.distributed import TORCHRUN_VARS, read_launch_env
 
 WORKER = textwrap.dedent(
     """
     import json, os, sys
     import torch
-    from trainer.distributed import (
+    from runtime.distributed import (
         all_gather_objects, broadcast_, broadcast_object, init_distributed, reduce_values, teardown
     )
     info = init_distributed(backend="auto")

@@ -1,4 +1,4 @@
-"""trainer/cli.py: how a job process leaves (exit code and flushed output, one process or a torchrun worker)."""
+"""runtime/cli.py: how a job process leaves (exit code and flushed output, one process or a torchrun worker)."""
 
 import ast
 import os
@@ -14,7 +14,7 @@ TORCHRUN_JOBS = ["sft", "dpo", "eval", "translate", "make_pairs"]
 _LEAVE = """
 import atexit, logging, sys
 sys.path.insert(0, {repo!r})
-from trainer.cli import exit_process
+from runtime.cli import exit_process
 atexit.register(lambda: print("finalised", flush=True))
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 logging.getLogger("sisu").info("logged line")

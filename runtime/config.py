@@ -21,12 +21,10 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from data.errors import ConfigError
+
 T = TypeVar("T")
 _MISSING = dataclasses.MISSING
-
-
-class ConfigError(ValueError):
-    """A user error in a config file or an override; the message is one line, ready to print."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -203,9 +201,7 @@ def _build(cls: type[T], raw: Any, where: str) -> T:
     if check is not None:
         try:
             check()
-        except ConfigError:
-            raise
-        except ValueError as exc:
+        except ConfigError as exc:  # a section's own check: name the section unless the message does
             message = str(exc)
             prefix = f"{where}: " if where and not message.startswith(where) else ""
             raise ConfigError(f"{prefix}{message}") from None

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from transformers.models.bloom.modeling_bloom import BloomAttention, BloomModel
 
+from data.errors import ConfigError
+
 ALIBI_MODEL_TYPES = {"bloom"}
 ALIBI_SDPA = "alibi_sdpa"  # sisu's own implementation, installed on top of transformers' eager BLOOM
 
@@ -42,7 +44,7 @@ def resolve_attention(model_type: str, requested: str) -> tuple[str, bool]:
             return "eager", True
         if requested == "eager":
             return "eager", False
-        raise ValueError(
+        raise ConfigError(
             f"model.attn_implementation={requested!r} is not available for {model_type} (ALiBi): use auto "
             "(sisu's SDPA with an ALiBi bias, the default) or eager"
         )
@@ -230,11 +232,11 @@ class PackedAlibiBloomModel(BloomModel):
 def check_packing_supported(model: torch.nn.Module) -> None:
     """Packed documents must restart their positions: rotary models take restarting `position_ids`; ALiBi
     models (BLOOM, Poro) read the positions off the block-diagonal mask once sisu prepared them
-    (trainer/attention.py, done by `build_model`)."""
+    (runtime/attention.py, done by `build_model`)."""
     if getattr(model, "sisu_attention", None) is not None:
         return
     if "position_ids" not in inspect.signature(model.forward).parameters:
-        raise ValueError(
+        raise ConfigError(
             f"data.packing needs a model that takes position_ids or an ALiBi model loaded by sisu; "
             f"{type(model).__name__} is neither: set data.packing=false (data.group_by_length=true reduces padding)"
         )

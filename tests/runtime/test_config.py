@@ -4,7 +4,7 @@ import pytest
 
 from launch.config_docs import DOC_PATH, render
 from launch.jobs import JOBS
-from trainer.config import ConfigError, config_to_dict, iter_fields, load_config, write_config
+from runtime.config import ConfigError, config_to_dict, iter_fields, load_config, write_config
 from trainer.jobs import DPOConfig, SFTConfig
 
 BASE = """\

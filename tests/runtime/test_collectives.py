@@ -3,7 +3,7 @@
 On a GPU the process group is NCCL/RCCL, which serves no CPU tensor; on this CPU machine gloo serves CPU tensors
 only, so a `torch.tensor([...])` handed to a collective passes every CPU test and crashes the first multi-GPU
 step. Two checks make that impossible without a GPU: the source of every sisu module calls torch.distributed
-collectives only inside trainer/distributed.py, and those helpers build or move every tensor onto the device
+collectives only inside runtime/distributed.py, and those helpers build or move every tensor onto the device
 recorded at init, whatever device the caller's values are on ("meta" stands in for a GPU this machine lacks).
 """
 
@@ -16,11 +16,11 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from trainer import distributed
+from runtime import distributed
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("trainer", "data", "losses", "eval", "launch", "bench")
-HELPER = REPO / "trainer" / "distributed.py"
+PACKAGES = ("runtime", "trainer", "data", "losses", "eval", "planner", "launch", "bench")
+HELPER = REPO / "runtime" / "distributed.py"
 COLLECTIVES = {
     "all_reduce",
     "all_reduce_coalesced",
@@ -96,7 +96,7 @@ def test_no_module_outside_the_helper_calls_a_collective():
         for path in sorted((REPO / package).rglob("*.py")):
             if path != HELPER:
                 calls += collective_calls(path)
-    assert calls == [], "call the helpers in trainer/distributed.py instead:\n" + "\n".join(calls)
+    assert calls == [], "call the helpers in runtime/distributed.py instead:\n" + "\n".join(calls)
     assert collective_calls(HELPER), "the scan found no collective in the helper itself: the scan is broken"
 
 

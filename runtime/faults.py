@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import signal
 
-from trainer.distributed import rank
+from runtime.distributed import rank
 
 NAN_STEPS = "SISU_DEBUG_NAN_AT_STEPS"
 KILL_AFTER_STEP = "SISU_DEBUG_SIGKILL_AFTER_STEP"

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from data.templates import ChatTemplate
-from trainer.model import build_model, load_tokenizer, prepare_tokenizer
-from trainer.settings import ModelConfig
-from trainer.vocab import init_new_rows
+from runtime.model import build_model, load_tokenizer, prepare_tokenizer
+from runtime.settings import ModelConfig
+from runtime.vocab import init_new_rows
 
 BASE = "recipes/test/tokenizer_base"  # <s>, </s>, 256 bytes, no chat template
 CHATML = "recipes/test/tokenizer"  # the same bytes with <|im_start|>, <|im_end|> and a ChatML template
@@ -72,9 +72,8 @@ def test_spare_rows_of_a_padded_vocabulary_are_reused():
 
 
 def test_a_tokenizer_that_does_not_belong_to_the_model_is_refused(repo):
-    from trainer.builder import build_sharded_model
-    from trainer.distributed import init_distributed, teardown
-    from trainer.jobs import TrainConfig
+    from runtime.builder import ShardingSettings, build_sharded_model
+    from runtime.distributed import init_distributed, teardown
 
     info = init_distributed(backend="gloo")
     try:
@@ -83,7 +82,7 @@ def test_a_tokenizer_that_does_not_belong_to_the_model_is_refused(repo):
             ValueError, match="the model has 100 embedding rows but the tokenizer has 258 tokens"
         ):
             build_sharded_model(
-                ModelConfig(init_config=spec), TrainConfig(), info=info, vocab_size=258, seed=0
+                ModelConfig(init_config=spec), ShardingSettings(), info=info, vocab_size=258, seed=0
             )
     finally:
         teardown()

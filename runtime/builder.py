@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 
 import torch
 
-from trainer.distributed import DistInfo, broadcast_
-from trainer.jobs import TrainConfig
-from trainer.model import build_model
-from trainer.parallel import apply_activation_checkpointing, shard_model, tied_embeddings
-from trainer.settings import ModelConfig
-from trainer.vocab import init_new_rows
+from data.errors import ConfigError
+from runtime.distributed import DistInfo, broadcast_
+from runtime.model import build_model
+from runtime.parallel import apply_activation_checkpointing, shard_model, tied_embeddings
+from runtime.settings import ModelConfig
+from runtime.vocab import init_new_rows
 
 logger = logging.getLogger("sisu")
 
 
+@dataclasses.dataclass(frozen=True)
+class ShardingSettings:
+    """How a model is sharded and run: FSDP2's switches and the compute precision (training takes them from
+    `train.*`, trainer/jobs.py; generation uses the defaults)."""
+
+    mixed_precision: str = "auto"  # auto: bf16 compute on GPU, fp32 on CPU
+    activation_checkpointing: bool = False
+    reshard_after_forward: bool = True
+    cpu_offload: bool = False
+    compile: bool = False
+    prefetch_blocks: int = 0
+
+
 def build_sharded_model(
     model_cfg: ModelConfig,
-    train_cfg: TrainConfig,
+    sharding: ShardingSettings,
     *,
     info: DistInfo,
     vocab_size: int,
@@ -33,7 +47,7 @@ def build_sharded_model(
     With weights and several ranks, only rank 0 reads them; the others build a skeleton on the meta device and
     receive their shards by broadcast, so no rank holds a per-rank full copy of a 34B model in host memory.
     Random init (`model.init_config`) is seeded identically on every rank. Tokens the run added to the tokenizer
-    (`new_token_ids`: a chat template's markers) get embedding rows as described in trainer/vocab.py.
+    (`new_token_ids`: a chat template's markers) get embedding rows as described in runtime/vocab.py.
     """
     from_weights = model_cfg.init_config is None
     broadcast = from_weights and info.world_size > 1
@@ -42,7 +56,7 @@ def build_sharded_model(
     model = build_model(model_cfg, vocab_size=vocab_size, device=device)
     rows = model.get_input_embeddings().num_embeddings
     if rows + len(new_token_ids) < vocab_size:
-        raise ValueError(
+        raise ConfigError(
             f"the model has {rows} embedding rows but the tokenizer has {vocab_size} tokens: the tokenizer does not "
             "belong to the model (check model.tokenizer, or the vocab_size of model.init_config)"
         )
@@ -51,17 +65,17 @@ def build_sharded_model(
     model.config.use_cache = False
     if not trainable:
         model.requires_grad_(False)
-    elif train_cfg.activation_checkpointing:
+    elif sharding.activation_checkpointing:
         apply_activation_checkpointing(model)
     shard_model(
         model,
         device=info.device,
-        mixed_precision=train_cfg.mixed_precision,
-        reshard_after_forward=train_cfg.reshard_after_forward,
-        cpu_offload=train_cfg.cpu_offload and trainable,
-        compile_blocks=train_cfg.compile,
+        mixed_precision=sharding.mixed_precision,
+        reshard_after_forward=sharding.reshard_after_forward,
+        cpu_offload=sharding.cpu_offload and trainable,
+        compile_blocks=sharding.compile,
         trainable=trainable,
-        prefetch_blocks=train_cfg.prefetch_blocks,
+        prefetch_blocks=sharding.prefetch_blocks,
     )
     if broadcast:
         _receive_weights(model, full_state, info=info)
@@ -75,7 +89,7 @@ def build_sharded_model(
             type(model).__name__,
             sum(p.numel() for p in model.parameters()) / 1e6,
             tied_embeddings(model),
-            train_cfg.activation_checkpointing and trainable,
+            sharding.activation_checkpointing and trainable,
         )
     return model
 

@@ -11,10 +11,10 @@ WORKER = textwrap.dedent(
     import copy, json, sys
     import torch
     from losses import sft_loss
-    from trainer.distributed import init_distributed, reduce_tensor, teardown
-    from trainer.settings import ModelConfig
-    from trainer.model import build_model
-    from trainer.parallel import shard_model, tied_embeddings
+    from runtime.distributed import init_distributed, reduce_tensor, teardown
+    from runtime.settings import ModelConfig
+    from runtime.model import build_model
+    from runtime.parallel import shard_model, tied_embeddings
 
     info = init_distributed()
     torch.manual_seed(0)

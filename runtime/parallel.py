@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
 
-from trainer.model import decoder_blocks
+from runtime.model import decoder_blocks
 
 logger = logging.getLogger("sisu")
 

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from data.errors import ConfigError, SisuError
+
 logger = logging.getLogger("sisu")
 
 # Variables torchrun sets for every worker; all or none must be present.
@@ -47,7 +49,7 @@ def _env_int(name: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+        raise ConfigError(f"environment variable {name}={value!r} is not an integer") from None
 
 
 def read_launch_env() -> tuple[int, int, int, int] | None:
@@ -60,7 +62,7 @@ def read_launch_env() -> tuple[int, int, int, int] | None:
         return None
     missing = [name for name in TORCHRUN_VARS if name not in os.environ]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"incomplete torchrun environment: {', '.join(present)} set but {', '.join(missing)} missing; "
             "launch with torchrun (or set all of " + ", ".join(TORCHRUN_VARS) + ")"
         )
@@ -71,7 +73,7 @@ def read_launch_env() -> tuple[int, int, int, int] | None:
         _env_int("LOCAL_WORLD_SIZE"),
     )
     if not (0 <= rank < world and 0 <= local_rank < local_world):
-        raise ValueError(
+        raise ConfigError(
             f"inconsistent torchrun environment: RANK={rank} WORLD_SIZE={world} LOCAL_RANK={local_rank}"
         )
     return rank, world, local_rank, local_world
@@ -86,7 +88,7 @@ def select_device(local_rank: int, *, prefer_cpu: bool = False, share: bool = Fa
     if not prefer_cpu and torch.cuda.is_available():
         count = torch.cuda.device_count()
         if local_rank >= count and not share:
-            raise ValueError(f"LOCAL_RANK={local_rank} but only {count} GPU(s) are visible on this node")
+            raise ConfigError(f"LOCAL_RANK={local_rank} but only {count} GPU(s) are visible on this node")
         index = local_rank % count
         torch.cuda.set_device(index)
         return torch.device("cuda", index)
@@ -108,14 +110,14 @@ def init_distributed(
     global _COLLECTIVE_DEVICE
     check_torch_version()
     if backend not in BACKENDS:
-        raise ValueError(f"unknown distributed backend {backend!r}; expected {', '.join(BACKENDS)}")
+        raise ConfigError(f"unknown distributed backend {backend!r}; expected {', '.join(BACKENDS)}")
     launch = read_launch_env()
     rank, world, local_rank, local_world = launch if launch is not None else (0, 1, 0, 1)
     device = select_device(local_rank, prefer_cpu=prefer_cpu, share=backend == "cuda:gloo")
     if backend == "auto":
         backend = "nccl" if device.type == "cuda" else "gloo"
     if backend in ("nccl", "cuda:gloo") and device.type != "cuda":
-        raise ValueError(f"distributed.backend={backend} needs a GPU; none is visible (use gloo or auto)")
+        raise ConfigError(f"distributed.backend={backend} needs a GPU; none is visible (use gloo or auto)")
     timeout = datetime.timedelta(minutes=timeout_minutes)
     if not dist.is_initialized():
         if launch is None:
@@ -157,7 +159,7 @@ def check_torch_version() -> None:
 
     missing = [name for name in REQUIRED_FSDP_METHODS if not hasattr(FSDPModule, name)]
     if missing:
-        raise ValueError(
+        raise SisuError(
             f"sisu needs torch >= {TORCH_MINIMUM} (FSDP2's FSDPModule.{missing[0]}); this is torch "
             f"{torch.__version__}: install a newer build for your accelerator, e.g. pip install 'torch>={TORCH_MINIMUM}'"
         )

@@ -29,6 +29,8 @@ import os
 import re
 from typing import Any
 
+from data.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class Device:
@@ -72,7 +74,7 @@ def lookup(name: str) -> Device:
     mapped = device_key_for_name(name)
     if mapped is not None:
         return DEVICES[mapped]
-    raise ValueError(
+    raise ConfigError(
         f"unknown device {name!r}; known: {', '.join(DEVICES)} (or give both --gpu-memory-gib and --peak-tflops)"
     )
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from data.errors import SisuError
+
 logger = logging.getLogger("sisu")
 
 
@@ -34,7 +36,7 @@ def add_template_tokens(tokenizer: Any, markers: list[str]) -> list[int]:
     )
     ids = [tokenizer.convert_tokens_to_ids(m) for m in markers]
     if len(tokenizer) != before + len(markers) or sorted(ids) != list(range(before, before + len(markers))):
-        raise ValueError(
+        raise SisuError(
             f"could not add the chat template's markers {markers} to the tokenizer as new tokens"
         )
     logger.info("tokenizer: added the chat template's markers %s as special tokens %s", markers, ids)

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any, Literal
 
 from data.config import option
+from data.errors import ConfigError
 
 
 @dataclasses.dataclass
@@ -27,7 +28,7 @@ class ModelConfig:
     attn_implementation: str = option(
         "auto",
         help="auto: chosen per architecture (SDPA for rotary models such as Llama; for ALiBi models such as "
-        "BLOOM/Poro-34B, sisu's SDPA with one additive ALiBi + mask bias, see trainer/attention.py); sdpa: the "
+        "BLOOM/Poro-34B, sisu's SDPA with one additive ALiBi + mask bias, see runtime/attention.py); sdpa: the "
         "same; eager: transformers' eager attention (packed batches then get an additive mask); any other "
         "transformers implementation (flash_attention_2, flex_attention) is passed through for rotary models.",
     )
@@ -35,7 +36,7 @@ class ModelConfig:
 
     def check(self) -> None:
         if self.path is None and self.init_config is None:
-            raise ValueError("model: set model.path (weights to load) or model.init_config (random init)")
+            raise ConfigError("model: set model.path (weights to load) or model.init_config (random init)")
 
 
 @dataclasses.dataclass

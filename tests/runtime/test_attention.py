@@ -10,12 +10,12 @@ from data.collate import collate_preference, collate_sft
 from data.packing import collate_packed, collate_packed_pairs, pack_examples
 from data.tokenize import IGNORE_INDEX, PreferenceExample, SFTExample
 from losses import sft_loss
-from trainer import attention
-from trainer.attention import check_packing_supported
+from runtime import attention
+from runtime.attention import check_packing_supported
+from runtime.model import build_model
+from runtime.settings import ModelConfig
 from trainer.batching import with_label_positions
 from trainer.forward import model_inputs, pair_logps
-from trainer.model import build_model
-from trainer.settings import ModelConfig
 
 BLOOM = {"model_type": "bloom", "hidden_size": 64, "n_head": 4, "n_layer": 2, "vocab_size": 100}
 LLAMA = {
