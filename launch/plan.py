@@ -15,8 +15,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.errors import SisuError  # noqa: E402
-from planner.architectures import ARCHITECTURES  # noqa: E402
 from launch.jobs import JOBS  # noqa: E402
+from planner.architectures import ARCHITECTURES  # noqa: E402
 from planner.report import PlanRequest, make_plan  # noqa: E402
 from runtime.devices import DEVICES  # noqa: E402
 
