@@ -5,6 +5,8 @@
 - `SISU_DEBUG_SIGKILL_AFTER_STEP=N`: rank 0 kills itself with SIGKILL after step N, like `kill -9` or a lost
   node (tests of exact resume).
 - `SISU_TRANSLATE_KILL_AFTER_ROUNDS=N`: rank 0 of a translation kills itself after appending its N-th round.
+- `SISU_DEBUG_BUG_IN_FORWARD=0,1`: the model's forward raises a ValueError on those ranks, as a bug in sisu or in
+  a modelling library would (tests that a bug keeps its traceback and names its rank).
 
 Nothing else reads these variables; they are read when a hook is asked, never at import. Users never set them.
 """
@@ -13,11 +15,13 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any
 
 from runtime.distributed import rank
 
 NAN_STEPS = "SISU_DEBUG_NAN_AT_STEPS"
 KILL_AFTER_STEP = "SISU_DEBUG_SIGKILL_AFTER_STEP"
+BUG_IN_FORWARD = "SISU_DEBUG_BUG_IN_FORWARD"
 KILL_AFTER_ROUND = "SISU_TRANSLATE_KILL_AFTER_ROUNDS"
 
 
@@ -40,3 +44,15 @@ def kill_after_step(step: int) -> None:
 def kill_after_round(round_number: int) -> None:
     """Rank 0 dies with SIGKILL after appending round `round_number` when SISU_TRANSLATE_KILL_AFTER_ROUNDS says so."""
     _kill_rank0_if(KILL_AFTER_ROUND, round_number)
+
+
+def plant_forward_bug(model: Any) -> None:
+    """On the ranks SISU_DEBUG_BUG_IN_FORWARD lists, make `model`'s forward raise a ValueError (no effect else)."""
+    ranks = {r.strip() for r in os.environ.get(BUG_IN_FORWARD, "").split(",") if r.strip()}
+    if str(rank()) not in ranks:
+        return
+
+    def bug(_module: Any, _args: Any) -> None:
+        raise ValueError(f"planted bug in the forward of rank {rank()} ({BUG_IN_FORWARD})")
+
+    model.register_forward_pre_hook(bug)

@@ -120,6 +120,7 @@ class Trainer:
             seed=cfg.seed,
             new_token_ids=self.new_token_ids,
         )
+        faults.plant_forward_bug(self.model)  # test hook
         if self.info.is_main:
             logger.info("attention: %s", attention_name(self.model))
         self.task = self.make_task(

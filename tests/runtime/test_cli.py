@@ -55,3 +55,45 @@ def test_every_torchrun_job_leaves_through_exit_process(job):
     assert main_guard, f"launch/{job}.py has no __main__ guard"
     calls = [ast.unparse(stmt) for stmt in main_guard[-1].body]
     assert calls == ["exit_process(main())"], calls
+
+
+def _tiny_sft(tmp_path, *, nproc: int, env_extra: dict[str, str]) -> subprocess.CompletedProcess:
+    launcher = [sys.executable] + (
+        ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)] if nproc > 1 else []
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    env.update(env_extra)
+    cmd = [*launcher, "launch/sft.py", "--config", "recipes/test/tiny_sft.yaml", f"output_dir={tmp_path / 'out'}",
+           f"data.cache_dir={tmp_path / 'cache'}", "train.max_steps=2"]  # fmt: skip
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_a_bug_keeps_its_traceback_and_names_its_rank(tmp_path, nproc):
+    """A ValueError from inside the model's forward is a bug, not a refusal: the whole traceback (down to the
+    model's forward), exit status 1; on two ranks every line of it starts with the rank that raised it."""
+    ranks = ",".join(str(r) for r in range(nproc))
+    proc = _tiny_sft(tmp_path, nproc=nproc, env_extra={"SISU_DEBUG_BUG_IN_FORWARD": ranks})
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    prefixes = [f"[rank{r}] " for r in range(nproc)] if nproc > 1 else [""]
+    for prefix in prefixes:
+        assert f"{prefix}Traceback (most recent call last):" in proc.stderr, proc.stderr[-3000:]
+        assert f"{prefix}ValueError: planted bug in the forward of rank" in proc.stderr
+        lines = [line for line in proc.stderr.splitlines() if line.startswith(prefix + "  File ")]
+        assert any("runtime/faults.py" in line for line in lines) and any("trainer/trainer.py" in line for line in lines)
+    assert "error: planted bug" not in proc.stderr  # never printed as a refusal
+
+
+def test_a_refusal_is_one_line_and_exit_2_on_every_rank(tmp_path):
+    proc = _tiny_sft(tmp_path, nproc=2, env_extra={})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    bad = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "launch/sft.py",
+         "--config", "recipes/test/tiny_sft.yaml", f"output_dir={tmp_path / 'bad'}", "train.micro_batch_size=3"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")},
+    )  # fmt: skip
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error: ")]
+    # torchrun's own agent reports the failed workers with a traceback of its own; the workers print none
+    assert bad.returncode != 0 and "[rank0] Traceback" not in bad.stderr and "ConfigError" not in bad.stderr
+    assert len(errors) == 2 and all("is not divisible by train.micro_batch_size (3)" in e for e in errors), bad.stderr
