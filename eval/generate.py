@@ -1,9 +1,9 @@
-"""Batched generation across ranks (greedy, or sampled from per-batch seeds), written as it goes and resumable.
+"""Batched generation with the KV cache (greedy, or sampled from per-batch seeds), on the resumable engine.
 
 Prompts are sorted by token length (longest first) so each batch wastes little padding; the batches are cut from
-the whole sorted list (the same for any number of ranks and after a restart) and dealt to ranks round-robin. Every round, each rank generates one batch and rank 0 gathers the results and appends
-them to `responses.jsonl` in one write, so a killed run loses at most the current round; a re-run reads the file,
-skips what is done and regenerates the rest. The final file is rewritten in the original prompt order.
+the whole sorted list (the same for any number of ranks and after a restart) and run on eval/engine.py (dealt to
+ranks round by round, appended by rank 0, a killed run continued, a batch written in part generated again whole).
+The final file is rewritten in the original prompt order.
 
 With `sharding: replicate` every rank holds a full model copy; with `sharding: fsdp` the model is sharded and
 all ranks step in lockstep (HF `generate(synced_gpus=True)` keeps forwarding until every rank is done, and ranks
@@ -17,9 +17,6 @@ import hashlib
 import inspect
 import json
 import logging
-import os
-import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +24,11 @@ from typing import Any
 
 import torch
 
-from data.errors import ConfigError, SisuError
+from data.errors import ConfigError
 from data.templates import ChatTemplate
 from data.text import cut_at_stop
-from runtime.distributed import all_gather_objects, broadcast_object, rank, world_size
+from eval.engine import read_done, rewrite_rows, run_units
+from runtime.distributed import rank, world_size
 from runtime.profiling import named_range
 
 logger = logging.getLogger("sisu")
@@ -69,25 +67,6 @@ class GenerationItem:
     key: Any
     prompt: str
     token_ids: tuple[int, ...]
-
-
-def rank_and_world() -> tuple[int, int]:
-    """(rank, world size) of the process group, (0, 1) without one."""
-    return rank(), world_size()
-
-
-def read_done(path: Path) -> dict[str, dict]:
-    """Responses already written (keyed by str(key)); a line cut by a kill is ignored."""
-    done: dict[str, dict] = {}
-    if not path.is_file():
-        return done
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-            done[str(row["key"])] = row
-        except (ValueError, KeyError, TypeError):
-            continue
-    return done
 
 
 @dataclass(frozen=True)
@@ -278,122 +257,49 @@ def generate_all(
     samples_per_prompt: int | None = None,
     progress: str = "generation",
 ) -> list[dict]:
-    """Generate responses for every item not yet in `out_path`; returns all rows in the items' order (rank 0).
-
-    Batches (`batch_size` prompts) are cut from all items sorted by length, whatever is done already, and dealt to
-    ranks; with `do_sample` and a `seed`, each batch samples from its own seed (`batch_seed`), so 1 and N ranks,
-    and a run and its restart, write the same samples. With `samples_per_prompt` every prompt is answered that
-    many times and its row holds `responses` and `truncated` as lists; without, `response` and `truncated`.
-    """
-    rank, world = rank_and_world()
-    out_path = Path(out_path)
-    done_keys: list[str] = []
-    if rank == 0:
-        done_rows = read_done(out_path)
-        if out_path.exists():
-            rewrite_rows(out_path, list(done_rows.values()))  # drop a line cut by a kill before appending
-        done_keys = sorted(done_rows)
-    done = set(broadcast_object(done_keys, src=0))
-    token_ids = [list(item.token_ids) for item in items]
-    order = sorted(range(len(items)), key=lambda i: (-len(token_ids[i]), i))
-    full_batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    batches = [(b, [i for i in b if str(items[i].key) not in done]) for b in full_batches]
-    batches = [(b, todo) for b, todo in batches if todo]
+    """Generate responses for every item not yet in `out_path` on the engine (eval/engine.py); returns all rows in
+    the items' order (rank 0). Batches of `batch_size` prompts are cut from all items sorted by length; with
+    `do_sample` and a `seed` each batch samples from its own seed (`batch_seed`), so 1 and N ranks and a restart
+    write the same samples. With `samples_per_prompt` a row holds `responses` and `truncated` as lists."""
+    order = sorted(range(len(items)), key=lambda i: (-len(items[i].token_ids), i))
     copies = samples_per_prompt or 1
-    rounds = -(-len(batches) // world)
-    already = len(items) - sum(len(todo) for _, todo in batches)
-    if rank == 0 and already:
-        logger.info("%s: %d of %d prompts already in %s; continuing", progress, already, len(items), out_path)
-    start, produced, new_count = time.perf_counter(), 0, 0
-    for round_index in range(rounds):
-        mine = round_index * world + rank
-        full, batch = batches[mine] if mine < len(batches) else (None, None)
+
+    def work(batch: Sequence[int] | None) -> tuple[list[dict], dict[str, int]]:
         if batch is None and not lockstep:
-            rows: list[dict] = []
-            new_tokens = 0
-        else:
-            # a batch partly written before a kill is generated whole: the same batch and seed, the same samples
-            prompts = [token_ids[i] for i in full for _ in range(copies)] if full else [token_ids[order[0]]]
-            if do_sample and seed is not None:
-                torch.manual_seed(batch_seed(seed, [items[i].key for i in full] if full else []))
-            generated = generate_batch(
-                model,
-                tokenizer,
-                prompts,
-                max_new_tokens=max_new_tokens,
-                stops=stops,
-                do_sample=do_sample,
-                temperature=temperature,
-                top_p=top_p,
-                synced=lockstep and world > 1,
-                device=device,
+            return [], {}
+        chosen = list(batch or [])
+        prompts = [list(items[i].token_ids) for i in chosen for _ in range(copies)] or [
+            list(items[order[0]].token_ids)
+        ]
+        if do_sample and seed is not None:
+            torch.manual_seed(batch_seed(seed, [items[i].key for i in chosen]))
+        out = generate_batch(model, tokenizer, prompts, max_new_tokens=max_new_tokens, stops=stops, do_sample=do_sample,
+                             temperature=temperature, top_p=top_p, synced=lockstep and world_size() > 1, device=device)  # fmt: skip
+        rows = []
+        for n, i in enumerate(chosen):
+            texts, cut = (
+                out.texts[n * copies : (n + 1) * copies],
+                out.truncated[n * copies : (n + 1) * copies],
             )
-            new_tokens = generated.new_tokens
-            rows = []
-            for n, i in enumerate(full or []):
-                if i not in batch:
-                    continue
-                texts = generated.texts[n * copies : (n + 1) * copies]
-                cut = generated.truncated[n * copies : (n + 1) * copies]
-                row = {"key": items[i].key, "prompt": items[i].prompt}
-                if samples_per_prompt is None:
-                    row.update(response=texts[0], language=language, truncated=cut[0])
-                else:
-                    row.update(responses=texts, language=language, truncated=cut)
-                rows.append(row)
-        gathered = all_gather_objects((rows, new_tokens))
-        if rank == 0:
-            new_rows = [row for part, _ in gathered for row in part]
-            append_rows(out_path, new_rows)
-            produced += sum(tokens for _, tokens in gathered)
-            new_count += len(new_rows)
-            finished = already + new_count
-            elapsed = time.perf_counter() - start
-            rate = new_count / elapsed if elapsed else 0.0
-            logger.info(
-                "%s: %d/%d prompts, %.0f tokens/s, eta %.0fs",
-                progress,
-                finished,
-                len(items),
-                produced / elapsed if elapsed else 0.0,
-                (len(items) - finished) / rate if rate else 0.0,
-            )
-    if rank != 0:
+            row = {"key": items[i].key, "prompt": items[i].prompt}
+            row.update({"response": texts[0], "language": language, "truncated": cut[0]} if samples_per_prompt is None
+                       else {"responses": texts, "language": language, "truncated": cut})  # fmt: skip
+            rows.append(row)
+        return rows, {"tokens": out.new_tokens}
+
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    out_path = Path(out_path)
+    run_units(
+        batches,
+        [str(item.key) for item in items],
+        work=work,
+        out_path=out_path,
+        name=progress,
+        unit="prompts",
+    )
+    if rank() != 0:
         return []
-    rows_by_key = read_done(out_path)
-    ordered = [rows_by_key[str(item.key)] for item in items if str(item.key) in rows_by_key]
+    written = read_done(out_path)
+    ordered = [written[str(item.key)] for item in items if str(item.key) in written]
     rewrite_rows(out_path, ordered)
-    elapsed = time.perf_counter() - start
-    if produced:
-        logger.info(
-            "%s: %d new tokens in %.1fs (%.1f tokens/s)", progress, produced, elapsed, produced / elapsed
-        )
     return ordered
-
-
-def check_run_settings(path: Path, current: dict, *, progress: Path, what: str) -> None:
-    """Refuse to continue `progress` when the settings recorded in `path` differ from `current` (one line)."""
-    if not path.is_file() or not progress.is_file():
-        return
-    previous = json.loads(path.read_text(encoding="utf-8"))
-    changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
-    if changed:
-        raise SisuError(
-            f"{path.parent} holds {what} made with other settings ({', '.join(changed)} differ): "
-            f"use another output_dir, or delete {progress.name} to start over"
-        )
-
-
-def append_rows(path: Path, rows: Sequence[dict]) -> None:
-    """Append JSON lines in one write, so a kill leaves at most one cut line at the end (see read_done)."""
-    with Path(path).open("a", encoding="utf-8") as handle:
-        handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-
-
-def rewrite_rows(path: Path, rows: Sequence[dict]) -> None:
-    """Replace `path` atomically with `rows` as JSON lines."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    os.replace(tmp, path)

@@ -5,19 +5,19 @@ process group destroyed however the job ends."""
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from runtime.config import atomic_write_text, write_config
+from eval.record import write_record
+from runtime.config import write_config
 from runtime.distributed import DistInfo, init_distributed, seed_everything, setup_logging, teardown
 
 
 @contextlib.contextmanager
-def generation_job(cfg: Any, out: Path, *, settings: tuple[str, dict] | None = None) -> Iterator[DistInfo]:
-    """Run the body on a started process group. `cfg` has `seed` and `distributed`; `settings` is (file name,
-    the settings a re-run must match), written as JSON beside config.yaml."""
+def generation_job(cfg: Any, out: Path, *, record: dict | None = None) -> Iterator[DistInfo]:
+    """Run the body on a started process group. `cfg` has `seed` and `distributed`; `record` is the run record
+    (eval/record.py) a re-run must match, written as run.json beside config.yaml."""
     info = init_distributed(backend=cfg.distributed.backend, timeout_minutes=cfg.distributed.timeout_minutes)
     try:
         setup_logging(rank=info.rank)
@@ -25,9 +25,8 @@ def generation_job(cfg: Any, out: Path, *, settings: tuple[str, dict] | None = N
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
             write_config(cfg, out / "config.yaml")
-            if settings is not None:
-                name, values = settings
-                atomic_write_text(out / name, json.dumps(values, indent=2, ensure_ascii=False) + "\n")
+            if record is not None:
+                write_record(out, record)
         yield info
     finally:
         teardown()

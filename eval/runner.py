@@ -1,8 +1,8 @@
 """launch/eval.py's job: generate responses for each IFEval benchmark, score them, write reports.
 
 Per benchmark, OUTPUT_DIR/<name>/ receives responses.jsonl (key, prompt, response, language, truncated: the
-response ran into generation.max_new_tokens), generation.json (the model, template and decoding that wrote them:
-a re-run continues them only when these match), verdicts.jsonl, and scores.json (IFEval metrics plus
+response ran into generation.max_new_tokens), run.json (the model, template, decoding and prompt source that wrote
+them, eval/record.py: a re-run continues them only when these match), verdicts.jsonl, and scores.json (IFEval metrics plus
 `response_language_rate` and the keys that failed it, and `num_truncated` with the truncated keys). OUTPUT_DIR/tb/ gets
 the same numbers for TensorBoard and OUTPUT_DIR/categories.png the per-category chart (EN vs FI side by side).
 """
@@ -14,7 +14,7 @@ import json
 import logging
 from pathlib import Path
 
-from data.errors import ConfigError, DataError, SisuError
+from data.errors import ConfigError, DataError
 from data.templates import ChatTemplate
 from eval.benchmarks import read_benchmark_prompts
 from eval.config import BenchmarkConfig, EvalConfig
@@ -29,9 +29,9 @@ from eval.generate import (
 from eval.ifeval import Prompt, format_table, score, write_outputs
 from eval.job import generation_job
 from eval.language import response_language_rate
+from eval.record import check_record, model_identity, run_identity, write_record
 from eval.report import RunScores, category_accuracies, plot_categories
 from runtime.config import atomic_write_text
-from runtime.fingerprint import model_fingerprint
 from runtime.model import load_tokenizer
 
 logger = logging.getLogger("sisu")
@@ -77,48 +77,21 @@ def prompt_key(prompt: Prompt) -> object:
     return prompt.key if prompt.key is not None else prompt.prompt
 
 
-IDENTITY = "generation.json"
-
-
-def generation_identity(cfg: EvalConfig, template: ChatTemplate) -> dict:
-    """What the responses of a run depend on: the model (path and a fingerprint of its weights and tokenizer),
-    the chat template and the decoding settings. Written beside responses.jsonl; a run continues earlier
-    responses only when it matches."""
+def benchmark_record(cfg: EvalConfig, bench: BenchmarkConfig, template: ChatTemplate, model: dict) -> dict:
+    """What a benchmark's responses depend on (eval/record.py): the model, the chat template, the decoding and the
+    prompts' source. Written beside responses.jsonl; a run continues earlier responses only when it matches (a
+    larger `limit` continues them)."""
     generation = cfg.generation
     decoding = {"max_new_tokens": generation.max_new_tokens, "do_sample": generation.do_sample}
     if generation.do_sample:
         decoding.update(temperature=generation.temperature, top_p=generation.top_p, seed=cfg.seed)
-    return {
-        "model": {
-            "path": cfg.model.path,
-            "tokenizer": cfg.model.tokenizer,
-            "fingerprint": model_fingerprint(cfg.model, seed=cfg.seed),
-        },
-        "template": {"name": template.name, "source": template.source, "end_of_turn": template.end_of_turn},
-        "generation": decoding,
-    }
+    source = {"path": bench.path, "subset": bench.subset, "split": bench.split}
+    return run_identity(model=model, template=template, decoding=decoding, sources=source)
 
 
-def check_earlier_responses(bench_dir: Path, identity: dict) -> None:
-    """Refuse to continue responses that another model, template or decoding wrote (one line)."""
-    responses = bench_dir / "responses.jsonl"
-    if not responses.is_file() or not responses.read_text(encoding="utf-8").strip():
-        return
-    record = bench_dir / IDENTITY
-    if not record.is_file():
-        differs = "responses without a record of the model that wrote them"
-    else:
-        earlier = json.loads(record.read_text(encoding="utf-8"))
-        changed = [key for key in ("model", "template", "generation") if earlier.get(key) != identity[key]]
-        if not changed:
-            return
-        names = {"model": "model", "template": "chat template", "generation": "decoding settings"}
-        differs = "responses of another " + " and ".join(names[key] for key in changed)
-        if "model" in changed:
-            differs += f" ({earlier.get('model', {}).get('path')})"
-    raise SisuError(
-        f"{bench_dir} holds {differs}: use another output_dir, or delete {responses} to start over"
-    )
+def check_earlier_responses(bench_dir: Path, record: dict) -> None:
+    """Refuse (one line) to continue responses that another model, template, decoding or prompt source wrote."""
+    check_record(bench_dir, record, outputs=[bench_dir / "responses.jsonl"], what="responses")
 
 
 def run_eval(cfg: EvalConfig) -> None:
@@ -132,9 +105,10 @@ def run_eval(cfg: EvalConfig) -> None:
     tokenizer = load_tokenizer(cfg.model)
     template = resolve_eval_template(tokenizer, cfg.template)
     out = Path(cfg.output_dir)
-    identity = generation_identity(cfg, template)
+    model = model_identity(cfg.model, seed=cfg.seed)
+    records = {bench.name: benchmark_record(cfg, bench, template, model) for bench in cfg.benchmarks}
     for bench, _selection in benchmarks:
-        check_earlier_responses(out / bench.name, identity)
+        check_earlier_responses(out / bench.name, records[bench.name])
     with generation_job(cfg, out) as info:
         model = load_generation_model(
             cfg.model, sharding=cfg.sharding, info=info, vocab_size=len(tokenizer), seed=cfg.seed
@@ -152,10 +126,7 @@ def run_eval(cfg: EvalConfig) -> None:
             prompts = selection.prompts
             bench_dir = out / bench.name
             if info.is_main:
-                bench_dir.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(
-                    bench_dir / IDENTITY, json.dumps(identity, indent=2, ensure_ascii=False) + "\n"
-                )
+                write_record(bench_dir, records[bench.name])
                 logger.info("%s: %s (%s)", bench.name, selection.describe(), bench.path)
             rendered = render_prompts(tokenizer, template, [p.prompt for p in prompts])
             items = [GenerationItem(prompt_key(p), p.prompt, tuple(ids)) for p, ids in zip(prompts, rendered)]

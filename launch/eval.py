@@ -16,12 +16,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.errors import Unreachable  # noqa: E402
 from eval.config import EvalConfig  # noqa: E402
 from eval.generate import resolve_eval_template  # noqa: E402
-from eval.runner import (  # noqa: E402
-    check_earlier_responses,
-    generation_identity,
-    run_eval,
-    select_benchmark,
-)
+from eval.record import model_identity  # noqa: E402
+from eval.runner import benchmark_record, check_earlier_responses, run_eval, select_benchmark  # noqa: E402
 from runtime.cli import exit_process, run_job  # noqa: E402
 from runtime.model import load_tokenizer  # noqa: E402
 
@@ -41,9 +37,10 @@ def dry_run(cfg: EvalConfig, world_size: int) -> list[str]:
         lines.append(f"model: not reachable from here ({str(exc).splitlines()[0]})")
     else:
         template = resolve_eval_template(tokenizer, cfg.template)
-        identity = generation_identity(cfg, template)
+        model = model_identity(cfg.model, seed=cfg.seed)
         for bench in cfg.benchmarks:
-            check_earlier_responses(Path(cfg.output_dir) / bench.name, identity)
+            record = benchmark_record(cfg, bench, template, model)
+            check_earlier_responses(Path(cfg.output_dir) / bench.name, record)
         lines.append(f"chat template: {template.name} (end of turn {template.end_of_turn!r})")
     lines.append(
         f"generation: batch {cfg.generation.batch_size}, max_new_tokens {cfg.generation.max_new_tokens}, "

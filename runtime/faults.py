@@ -4,7 +4,8 @@
   diverging run's would be (tests of step skipping and `train.max_bad_steps`).
 - `SISU_DEBUG_SIGKILL_AFTER_STEP=N`: rank 0 kills itself with SIGKILL after step N, like `kill -9` or a lost
   node (tests of exact resume).
-- `SISU_TRANSLATE_KILL_AFTER_ROUNDS=N`: rank 0 of a translation kills itself after appending its N-th round.
+- `SISU_DEBUG_KILL_AFTER_ROUNDS=N`: rank 0 of a generation job (eval, translate, make_pairs) kills itself after
+  appending its N-th round (tests of resumed outputs).
 - `SISU_DEBUG_BUG_IN_FORWARD=0,1`: the model's forward raises a ValueError on those ranks, as a bug in sisu or in
   a modelling library would (tests that a bug keeps its traceback and names its rank).
 
@@ -22,7 +23,7 @@ from runtime.distributed import rank
 NAN_STEPS = "SISU_DEBUG_NAN_AT_STEPS"
 KILL_AFTER_STEP = "SISU_DEBUG_SIGKILL_AFTER_STEP"
 BUG_IN_FORWARD = "SISU_DEBUG_BUG_IN_FORWARD"
-KILL_AFTER_ROUND = "SISU_TRANSLATE_KILL_AFTER_ROUNDS"
+KILL_AFTER_ROUND = "SISU_DEBUG_KILL_AFTER_ROUNDS"
 
 
 def nan_loss_at(step: int) -> bool:
@@ -42,7 +43,7 @@ def kill_after_step(step: int) -> None:
 
 
 def kill_after_round(round_number: int) -> None:
-    """Rank 0 dies with SIGKILL after appending round `round_number` when SISU_TRANSLATE_KILL_AFTER_ROUNDS says so."""
+    """Rank 0 dies with SIGKILL after appending round `round_number` when SISU_DEBUG_KILL_AFTER_ROUNDS says so."""
     _kill_rank0_if(KILL_AFTER_ROUND, round_number)
 
 

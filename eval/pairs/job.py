@@ -13,8 +13,8 @@ answer (language with langdetect; instructions with sisu's IFEval checkers in ta
 - `report.json`: `prompts_in`, `pairs_out` and `skipped_by_reason` (they add up: prompts_in = pairs_out + the
   skips), with an example key per reason, answer statistics and the sources' load reports.
 
-`settings.json` records what the samples depend on; a re-run with other settings is refused, one with the same
-settings generates nothing new and rewrites the same outputs.
+`run.json` (eval/record.py) records what the samples depend on; a re-run with another model, template, sampling,
+sources or settings is refused, one with the same record generates nothing new and rewrites the same outputs.
 """
 
 from __future__ import annotations
@@ -26,13 +26,12 @@ from pathlib import Path
 
 from data.errors import Unreachable
 from data.templates import ChatTemplate
+from eval.engine import rewrite_rows
 from eval.generate import (
     GenerationItem,
-    check_run_settings,
     generate_all,
     load_generation_model,
     resolve_eval_template,
-    rewrite_rows,
     stops_for,
 )
 from eval.ifeval import check_responses
@@ -49,25 +48,25 @@ from eval.pairs.prompts import (
     load_pair_prompts,
     screen_prompts,
 )
+from eval.record import check_record, model_identity, run_identity
 from runtime.config import atomic_write_text, config_to_dict
 from runtime.distributed import barrier
-from runtime.fingerprint import model_fingerprint
 from runtime.model import load_tokenizer
 
 logger = logging.getLogger("sisu")
 
 GENERATIONS = "generations.jsonl"
-SETTINGS = "settings.json"
 
 
-def pair_settings(cfg: PairsConfig, fingerprint: str) -> dict:
-    """What the samples depend on: every setting except where outputs go and how ranks share the work."""
+def run_record(cfg: PairsConfig, template: ChatTemplate) -> dict:
+    """What the samples depend on (eval/record.py): the model, the template, the sampling, the sources, and every
+    other setting except where outputs go and how ranks share the work."""
     raw = config_to_dict(cfg)
-    for key in ("output_dir", "sharding", "distributed"):
+    for key in ("output_dir", "sharding", "distributed", "model", "template"):
         raw.pop(key)
-    raw["model"] = {k: raw["model"][k] for k in ("path", "tokenizer", "init_config", "dtype")}
-    raw["model"]["fingerprint"] = fingerprint
-    return raw
+    sources = {key: raw.pop(key) for key in ("sources", "instruction_sources", "benchmarks")}
+    return run_identity(model=model_identity(cfg.model, seed=cfg.seed), template=template,
+                        decoding=raw.pop("generation"), sources=sources, settings=raw)  # fmt: skip
 
 
 def prepare(cfg: PairsConfig) -> tuple[Screened, list, list[str], ChatTemplate, object]:
@@ -98,10 +97,10 @@ def screen(
 def run_pairs(cfg: PairsConfig) -> None:
     screened, reports, bench_lines, template, tokenizer = prepare(cfg)
     out = Path(cfg.output_dir)
-    fingerprint = model_fingerprint(cfg.model, seed=cfg.seed)
-    current = pair_settings(cfg, fingerprint)
-    check_run_settings(out / SETTINGS, current, progress=out / GENERATIONS, what="samples")
-    with generation_job(cfg, out, settings=(SETTINGS, current)) as info:
+    record = run_record(cfg, template)
+    fingerprint = record["model"]["fingerprint"]
+    check_record(out, record, outputs=[out / GENERATIONS], what="samples")
+    with generation_job(cfg, out, record=record) as info:
         if info.is_main:
             for line in [r.summary() for r in reports] + bench_lines:
                 logger.info("%s", line)
@@ -300,10 +299,7 @@ def dry_run(cfg: PairsConfig, world_size: int) -> list[str]:
         return lines + unreachable + ["(no prompt counts: part of the input is out of reach)"]
     template = resolve_eval_template(tokenizer, cfg.template)
     out = Path(cfg.output_dir)
-    fingerprint = model_fingerprint(cfg.model, seed=cfg.seed)
-    check_run_settings(
-        out / SETTINGS, pair_settings(cfg, fingerprint), progress=out / GENERATIONS, what="samples"
-    )
+    check_record(out, run_record(cfg, template), outputs=[out / GENERATIONS], what="samples")
     screened = screen(cfg, prompts, refused=refused, tokenizer=tokenizer, template=template)
     batches = -(-len(screened.prompts) // cfg.prompts_per_batch)
     skips = ", ".join(f"{k}={len(v)}" for k, v in sorted(screened.skipped.items())) or "none"

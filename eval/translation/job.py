@@ -1,20 +1,21 @@
 """launch/translate.py's job: translate records segment by segment, clean them, write outputs and a report.
 
 Work is organised in chunks of `items_per_chunk` records, cut from the full input in order, so a chunk is the
-same whatever the number of ranks. Chunks are dealt to ranks round-robin; every round, each rank translates one
-chunk (all segments of its records, deduplicated, length-sorted and batched) and cleans the finished records,
-and rank 0 gathers them and appends them to `progress.jsonl` in one write. Accepted and rejected records are
-both written, so a re-run after a kill (or a preemption) skips every record already there and translates only
-the rest: nothing is duplicated (rows are keyed) and nothing is lost (a line cut by the kill is dropped and its
-record redone). Decoding is greedy and batches never mix chunks, so 1 and N ranks write the same outputs
-(a chunk cut short by a kill is finished in smaller batches; only padding differs).
+same whatever the number of ranks, and run on the generation engine (eval/engine.py): every round each rank
+translates one chunk (all segments of its records, deduplicated, length-sorted and batched) and cleans the
+finished records, and rank 0 appends them to `progress.jsonl` in one write. Accepted and rejected records are
+both written, so a re-run after a kill (or a preemption) skips every chunk already there: nothing is duplicated
+(rows are keyed) and nothing is lost (a line cut by the kill is dropped, a chunk written in part is translated
+again whole). Decoding is greedy and batches never mix chunks, so 1 and N ranks, and a killed run and its
+restart, write the same outputs.
 
 At the end rank 0 writes, in input order, one `<source stem>.<target_lang>.jsonl` per source with the accepted
 records (loadable with `format: messages` or `format: preference`; see data/translate/items.py),
-`rejected.jsonl` (each row with its reasons), `report.json`, and prints a summary. `settings.json` records the
-settings that shape the output; a re-run with different ones is refused instead of mixing two runs.
+`rejected.jsonl` (each row with its reasons), `report.json`, and prints a summary. `run.json` (eval/record.py)
+records the model, the sources and the settings that shape the output; a re-run with different ones is refused
+instead of mixing two runs.
 
-Test hook: SISU_TRANSLATE_KILL_AFTER_ROUNDS (runtime/faults.py).
+Test hook: SISU_DEBUG_KILL_AFTER_ROUNDS (runtime/faults.py).
 """
 
 from __future__ import annotations
@@ -31,18 +32,17 @@ from data.translate.clean import Cleaner
 from data.translate.items import Item, record_fields
 from data.translate.prompt import FewShotPrompt
 from data.translate.segment import split_text
-from eval.generate import check_run_settings, load_generation_model
+from eval.engine import run_units
+from eval.generate import load_generation_model
 from eval.job import generation_job
-from eval.translation.chunks import run_chunks
+from eval.record import check_record, model_identity, run_identity
 from eval.translation.config import TranslateConfig, settings
 from eval.translation.report import PROGRESS, REPORT, finalize, format_summary
-from eval.translation.translator import ModelTranslator, translate_chunk
+from eval.translation.translator import ModelTranslator, Translate, translate_chunk
 from runtime.distributed import barrier
 from runtime.model import load_tokenizer
 
 logger = logging.getLogger("sisu")
-
-SETTINGS = "settings.json"
 
 
 def load_items(cfg: TranslateConfig) -> tuple[list[Item], list[LoadReport]]:
@@ -77,9 +77,22 @@ def source_items_of(cfg: TranslateConfig, index: int) -> tuple[list[Item], LoadR
     return items, report
 
 
-def check_settings(out_dir: Path, current: dict) -> None:
-    """Refuse to continue a run whose outputs were made with other settings."""
-    check_run_settings(out_dir / SETTINGS, current, progress=out_dir / PROGRESS, what="a translation")
+def run_record(cfg: TranslateConfig) -> dict:
+    """What the translations depend on (eval/record.py): the model, the decoding budget, the sources (two datasets
+    whose ids are row numbers must never share translations) and the prompt, segmenting and cleaning settings."""
+    shaping = settings(cfg)
+    return run_identity(
+        model=model_identity(cfg.model, seed=cfg.seed),
+        template=None,  # completion prompts of the job's own (data/translate/prompt.py)
+        decoding={"max_new_tokens": shaping.pop("max_new_tokens"), "do_sample": False},
+        sources=shaping.pop("sources"),
+        settings={key: value for key, value in shaping.items() if key != "model"},
+    )
+
+
+def check_settings(out_dir: Path, record: dict) -> None:
+    """Refuse to continue a run whose outputs were made with another model, other sources or settings."""
+    check_record(out_dir, record, outputs=[out_dir / PROGRESS], what="translations")
 
 
 def build_prompt_and_cleaner(cfg: TranslateConfig) -> tuple[FewShotPrompt, Cleaner]:
@@ -89,14 +102,37 @@ def build_prompt_and_cleaner(cfg: TranslateConfig) -> tuple[FewShotPrompt, Clean
     return prompt, cleaner
 
 
+def translate_all(
+    cfg: TranslateConfig, items: list[Item], *, translate: Translate, cleaner: Cleaner, out_path: Path
+) -> None:
+    """Every item not yet in `out_path`: chunks of `items_per_chunk` consecutive items on the generation engine,
+    each translated with one call of `translate` (all ranks call; see the module docstring)."""
+
+    def work(chunk: list[int] | None) -> tuple[list[dict], dict[str, int]]:
+        rows = translate_chunk(  # also with no chunk: a sharded model translates in lockstep
+            [items[i] for i in chunk or []],
+            translate=translate,
+            roles=cfg.roles,
+            max_chars=cfg.segments.max_chars,
+            cleaner=cleaner,
+            target_lang=cfg.target_lang,
+        )
+        return rows, {"segments": sum(row["segments"] for row in rows)}
+
+    size = cfg.items_per_chunk
+    chunks = [list(range(i, min(i + size, len(items)))) for i in range(0, len(items), size)]
+    logger.info("translate: %d items in %d chunks of <= %d", len(items), len(chunks), size)
+    run_units(chunks, [item.key for item in items], work=work, out_path=out_path, name="translate", unit="items")
+
+
 def run_translate(cfg: TranslateConfig) -> None:
 
     items, reports = load_items(cfg)  # fail fast on bad sources, before any process group
     prompt, cleaner = build_prompt_and_cleaner(cfg)
     out = Path(cfg.output_dir)
-    current = settings(cfg)
-    check_settings(out, current)
-    with generation_job(cfg, out, settings=(SETTINGS, current)) as info:
+    record = run_record(cfg)
+    check_settings(out, record)
+    with generation_job(cfg, out, record=record) as info:
         if info.is_main:
             for report in reports:
                 logger.info("%s", report.summary())
@@ -118,18 +154,8 @@ def run_translate(cfg: TranslateConfig) -> None:
             lockstep=cfg.sharding == "fsdp",
         )
 
-        def work(chunk: list[Item]) -> list[dict]:
-            return translate_chunk(
-                chunk,
-                translate=translator,
-                roles=cfg.roles,
-                max_chars=cfg.segments.max_chars,
-                cleaner=cleaner,
-                target_lang=cfg.target_lang,
-            )
-
         start = time.perf_counter()
-        run_chunks(items, work=work, progress_path=out / PROGRESS, items_per_chunk=cfg.items_per_chunk)
+        translate_all(cfg, items, translate=translator, cleaner=cleaner, out_path=out / PROGRESS)
         if translator.new_tokens:
             elapsed = time.perf_counter() - start
             logger.info(
@@ -152,7 +178,7 @@ def dry_run(cfg: TranslateConfig, world_size: int) -> list[str]:
     lines = [f"config valid; output_dir {cfg.output_dir}; world size {world_size}"]
     if not cfg.sources:
         raise ConfigError("translate: sources is empty; add e.g. {path: data/samples/chat_en.jsonl}")
-    check_settings(Path(cfg.output_dir), settings(cfg))
+    check_settings(Path(cfg.output_dir), run_record(cfg))
     records = []
     for index, source in enumerate(cfg.sources):
         try:

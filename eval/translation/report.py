@@ -10,7 +10,7 @@ from pathlib import Path
 from data.records import LoadReport
 from data.translate.clean import REASONS
 from data.translate.items import Item, output_format
-from eval.generate import read_done, rewrite_rows
+from eval.engine import read_done, rewrite_rows
 from eval.translation.config import TranslateConfig, output_names, settings
 from runtime.config import atomic_write_text
 

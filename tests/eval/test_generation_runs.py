@@ -129,7 +129,7 @@ def test_interrupted_generation_resumes_without_redoing_work(tiny_model, referen
     partial = "".join(json.dumps(row) + "\n" for row in marked) + '{"key": 99, "resp'  # cut by a kill
     (out / "ifeval_en" / "responses.jsonl").write_text(partial)
     # the record of the model that wrote them, as the interrupted run of the same model left it
-    shutil.copy(reference_run / "ifeval_en" / "generation.json", out / "ifeval_en" / "generation.json")
+    shutil.copy(reference_run / "ifeval_en" / "run.json", out / "ifeval_en" / "run.json")
     proc = _eval(tiny_model, out, "generation.batch_size=4")
     assert "3 of 6 prompts already in" in proc.stdout + proc.stderr
     rows = _responses(out)
@@ -221,11 +221,8 @@ def test_eval_never_continues_responses_of_another_model(tiny_model, reference_r
     shutil.copytree(reference_run, out)
     before = (out / "ifeval_en" / "responses.jsonl").read_text()
     for overrides, what in (
-        ([f"model.path={other}"], "responses of another model"),
-        (
-            [f"model.path={tiny_model}", "generation.max_new_tokens=8"],
-            "responses of another decoding settings",
-        ),
+        ([f"model.path={other}"], f"responses made with a different model ({tiny_model})"),
+        ([f"model.path={tiny_model}", "generation.max_new_tokens=8"], "responses made with different decoding (max_new"),
     ):
         cmd = [sys.executable, "launch/eval.py", "--config", TINY_EVAL, f"output_dir={out}", *overrides]
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=_env(), timeout=600)

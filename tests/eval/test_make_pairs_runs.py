@@ -121,7 +121,7 @@ def test_a_second_run_adds_nothing(reference, tmp_path):
     shutil.copytree(out, again)
     proc = _pairs(again)
     assert "make_pairs: 9 of 9 prompts already in" in proc.stdout + proc.stderr
-    assert "new tokens" not in proc.stdout + proc.stderr
+    assert "prompts/s" not in proc.stdout + proc.stderr  # no round ran: nothing was generated
     for name in ("generations.jsonl", "pairs.jsonl", "samples.jsonl", "report.json"):
         assert (again / name).read_bytes() == (out / name).read_bytes(), name
 
@@ -138,7 +138,7 @@ def test_a_killed_run_continues_to_the_same_pairs(reference, tmp_path):
     out, _ = reference
     killed = tmp_path / "killed"
     killed.mkdir()
-    shutil.copy(out / "settings.json", killed / "settings.json")
+    shutil.copy(out / "run.json", killed / "run.json")
     lines = (out / "generations.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     # five rows survived the kill, then a line cut mid-write (rows are in prompt order, batches in length order:
     # some batches are partly written, and are generated whole again from their own seed)
@@ -156,5 +156,5 @@ def test_a_run_with_other_settings_is_refused(reference, tmp_path):
     proc = _pairs(other, "generation.temperature=0.5", check=False)
     error = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "holds samples made with other settings (generation differ)" in error
+    assert "holds samples made with different decoding (temperature): use another output_dir, or delete" in error
     assert (other / "pairs.jsonl").read_bytes() == (out / "pairs.jsonl").read_bytes()  # nothing rewritten

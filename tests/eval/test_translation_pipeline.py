@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from data.config import SourceConfig
+from data.errors import SisuError
 from data.sources import load_source
-from eval.translation.chunks import run_chunks
 from eval.translation.config import TranslateConfig
-from eval.translation.job import build_prompt_and_cleaner, load_items
+from eval.translation.job import build_prompt_and_cleaner, load_items, translate_all
 from eval.translation.report import PROGRESS, finalize, format_summary
 from eval.translation.translator import translate_chunk
 from runtime.config import build_config, config_to_dict
@@ -89,17 +89,22 @@ def job(tmp_path):
 
 
 def run_fake(cfg, translate=fake_translate):
+    """The job's own chunked loop (eval/translation/job.translate_all) with a fake translator; `calls` are the
+    item keys of each chunk translate_chunk got."""
+    from unittest import mock
+
+    import eval.translation.job as translation_job
+
     items, reports = load_items(cfg)
     _, clean = build_prompt_and_cleaner(cfg)
     calls = []
 
-    def work(chunk):
+    def recording(chunk, **kwargs):
         calls.append([item.key for item in chunk])
-        return translate_chunk(
-            chunk, translate=translate, roles=cfg.roles, max_chars=600, cleaner=clean, target_lang="fi"
-        )
+        return translate_chunk(chunk, **kwargs)
 
-    run_chunks(items, work=work, progress_path=Path(cfg.output_dir) / PROGRESS, items_per_chunk=2)
+    with mock.patch.object(translation_job, "translate_chunk", recording):
+        translate_all(cfg, items, translate=translate, cleaner=clean, out_path=Path(cfg.output_dir) / PROGRESS)
     return items, reports, calls
 
 
@@ -172,20 +177,20 @@ def test_translator_failure_propagates_and_finalize_refuses_missing_items(job):
 def test_a_rerun_on_other_sources_is_refused(job, tmp_path):
     """Item keys are source index, position and source id: two datasets whose ids are row numbers would share
     them, so the recorded settings include the sources and another source list is refused."""
-    from eval.translation.config import settings
-    from eval.translation.job import SETTINGS, check_settings
+    from eval.record import write_record
+    from eval.translation.job import check_settings, run_record
 
     out = Path(job.output_dir)
-    (out / SETTINGS).write_text(json.dumps(settings(job)), encoding="utf-8")
+    write_record(out, run_record(job))
     (out / PROGRESS).write_text('{"key": "0:0:c1"}\n', encoding="utf-8")
-    check_settings(out, settings(job))  # the same sources continue
+    check_settings(out, run_record(job))  # the same sources continue
     other = tmp_path / "other.jsonl"
     other.write_text(Path(job.sources[0].path).read_text(encoding="utf-8"), encoding="utf-8")
     moved = build_config(
         TranslateConfig, {**config_to_dict(job), "sources": [{"path": str(other), "format": "messages"}]}
     )
-    with pytest.raises(ValueError, match="holds a translation made with other settings \\(sources differ\\)"):
-        check_settings(out, settings(moved))
+    with pytest.raises(SisuError, match="holds translations made with different sources: use another output_dir"):
+        check_settings(out, run_record(moved))
 
 
 def test_a_translation_cut_by_its_budget_is_removed(job):
