@@ -5,7 +5,7 @@
 nested en/fi mixes; `templates.py` chat rendering with the spans of the trained text; `tokenize.py` records ->
 examples; `store.py` the tokenized dataset on disk, memory-mapped; `scan.py` sources read in parts and spooled,
 and the mix selected; `build.py` the cold start all ranks share; `group.py` how ranks wait for each other without
-blocking in a collective; `sampler.py` the resumable step sampler; `collate.py` and `packing.py` examples ->
-tensors; `pipeline.py` the path the trainer and inspect_data share; `translate/` the pure parts of translation;
+blocking in a collective; `sampler.py` the resumable step sampler; `batching.py` one step's examples ->
+micro-batches (padded or packed, fillers, normaliser shares) on `collate.py` and `packing.py`; `pipeline.py` the path the trainer and inspect_data share; `translate/` the pure parts of translation;
 `text.py` text helpers the generation jobs share.
 """

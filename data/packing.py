@@ -97,14 +97,6 @@ def pack_row(examples: Sequence[SFTExample]) -> PackedRow:
     return PackedRow(tuple(ids), tuple(labels), tuple(len(e.input_ids) for e in examples))
 
 
-def pack_examples(examples: Sequence[SFTExample], *, max_len: int) -> list[PackedRow]:
-    """Best-fit decreasing packing of `examples` (each at most `max_len` tokens) into rows of `max_len`."""
-    if any(len(e.input_ids) > max_len for e in examples):
-        raise ValueError(f"an example is longer than the packing length {max_len}; truncate first")
-    bins = best_fit_decreasing([len(e.input_ids) for e in examples], capacity=max_len)
-    return [pack_row([examples[i] for i in members]) for members in bins]
-
-
 def _tree_mask(document_ids: torch.Tensor, branches: torch.Tensor) -> torch.Tensor:
     """[B, 1, T, T] bool: query t may attend key s when both are in the same unit, s <= t, and s is on the shared
     branch or on t's branch. Padding (document id -1) attends to itself only, so no softmax row is empty."""
@@ -208,8 +200,3 @@ def collate_packed_pairs(
         "target_segments": torch.tensor(segments, dtype=torch.long),
         "index": torch.tensor(flat_index, dtype=torch.long),
     }
-
-
-def packing_efficiency(rows: Sequence[PackedRow], *, max_len: int) -> float:
-    """Real tokens over row capacity."""
-    return sum(len(r.input_ids) for r in rows) / (len(rows) * max_len) if rows else 0.0

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from data.batching import PairBatching
 from data.pipeline import DataBundle
 from runtime.attention import check_packing_supported
 from runtime.builder import build_sharded_model
@@ -29,12 +30,10 @@ from runtime.distributed import DistInfo, reduce_tensor, reduce_values
 from runtime.fingerprint import model_fingerprint
 from runtime.profiling import named_range
 from runtime.settings import ModelConfig
-from trainer.batching import PairBatching
 from trainer.forward import pair_logps
 from trainer.jobs import DPOConfig
 from trainer.objectives import DPOObjective
 from trainer.steps import dry_run_plan, pack_length
-from trainer.tasks import Task
 from trainer.trainer import Trainer
 
 logger = logging.getLogger("sisu")
@@ -118,7 +117,7 @@ def make_dpo_task(
     bundle: DataBundle,
     info: DistInfo,
     new_token_ids: Sequence[int] = (),
-) -> Task:
+) -> tuple[PairBatching, DPOObjective]:
     mode = resolve_reference_mode(cfg)
     ref_cfg = reference_model_config(cfg)
     batching = PairBatching(
@@ -150,7 +149,7 @@ def make_dpo_task(
         "reference: mode %s, weights %s", mode, ref_cfg.path or "random init (same seed as the policy)"
     )
     if mode == "live":
-        return Task(batching, DPOObjective(**loss, reference=build_reference()))
+        return batching, DPOObjective(**loss, reference=build_reference())
     settings = json.dumps([cfg.train.mixed_precision, str(info.device.type)])
     path = reference_cache_path(cfg.output_dir, bundle, model_fingerprint(ref_cfg, seed=cfg.seed), settings)
     if path.is_file():
@@ -174,7 +173,7 @@ def make_dpo_task(
         if info.is_main:
             _save_tensor(logps, path)
             logger.info("reference log-probs: stored in %s; reference model freed", path)
-    return Task(batching, DPOObjective(**loss, reference_logps=logps.to(info.device)))
+    return batching, DPOObjective(**loss, reference_logps=logps.to(info.device))
 
 
 def run_dpo(cfg: DPOConfig) -> None:

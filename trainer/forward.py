@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
+from data.batching import Batch
 from losses import sequence_logps
 from losses.chunked import chunked_sequence_logps, chunked_token_logps
 from runtime.attention import additive_mask, needs_additive_mask
-from trainer.batching import Batch
 
 
 def model_inputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The objective of a micro-batch: SFT's summed token cross-entropy, or DPO's summed pair losses against a frozen
 reference (live, or log-probs precomputed once). `loss` returns the sum and its statistics as 0-dim tensors left
-on the device; the trainer divides by the step's global count (`normaliser`, see trainer/batching.py) and sums
+on the device; the trainer divides by the step's global count (`normaliser`, see data/batching.py) and sums
 the statistics there, bringing them to the host once per step; `step_metrics` turns the step's summed
 statistics into the metrics logged besides the loss."""
 
@@ -10,10 +10,10 @@ from typing import Any, Protocol
 
 import torch
 
+from data.batching import Batch
 from losses import dpo_loss, neftune_noise, sft_loss
 from losses.chunked import chunked_sft_loss
 from runtime.profiling import named_range
-from trainer.batching import Batch
 from trainer.forward import head_runs_in_chunks, model_inputs, on_final_hidden, pair_logps
 
 DPO_METRIC_SUMS = (

@@ -5,18 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from data.batching import SFTBatching
 from runtime.attention import check_packing_supported
-from trainer.batching import SFTBatching
 from trainer.jobs import SFTConfig
 from trainer.objectives import NEFTuneHook, SFTObjective
 from trainer.steps import dry_run_plan, pack_length
-from trainer.tasks import Task
 from trainer.trainer import Trainer
 
 
 def make_sft_task(
     cfg: SFTConfig, *, tokenizer: Any, model: Any, bundle: Any, info: Any, new_token_ids: Sequence[int] = ()
-) -> Task:
+) -> tuple[SFTBatching, SFTObjective]:
     alpha = cfg.train.neftune_alpha
     neftune = NEFTuneHook(model.get_input_embeddings(), alpha) if alpha else None
     if cfg.data.packing:
@@ -26,7 +25,7 @@ def make_sft_task(
         pack_length=pack_length(cfg, kind="sft"),
         rows_per_micro_batch=cfg.train.micro_batch_size,
     )
-    return Task(batching, SFTObjective(neftune=neftune, chunk_size=cfg.train.loss_chunk_size))
+    return batching, SFTObjective(neftune=neftune, chunk_size=cfg.train.loss_chunk_size)
 
 
 def run_sft(cfg: SFTConfig) -> None:

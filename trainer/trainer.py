@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from data.batching import Batching
 from data.errors import ConfigError, SisuError
 from data.pipeline import DataBundle, build_dataset
 from data.sampler import StepSampler
@@ -40,10 +41,10 @@ from runtime.metrics import MetricsLogger, Timer, current_rss_bytes, peak_memory
 from runtime.model import prepare_tokenizer
 from runtime.profiling import StepProfiler, named_range
 from trainer import checkpoint as ckpt
+from trainer.objectives import Objective
 from trainer.optim import build_optimizer, lr_at, set_lr
 from trainer.step_stats import HostCounts, StepStats, gather_step_stats
 from trainer.steps import plan_steps
-from trainer.tasks import Task
 
 logger = logging.getLogger("sisu")
 
@@ -60,9 +61,13 @@ class StopRequested(Exception):
 
 class Trainer:
     """Runs one training job. `make_task(tokenizer, model, bundle, info, new_token_ids)` supplies the SFT or DPO
-    specifics."""
+    specifics: the batching (data/batching.py: this rank's examples of a step -> micro-batches, fillers, each one's
+    share of the normaliser) and the objective (trainer/objectives.py: a micro-batch's loss and statistics, the
+    step's metrics)."""
 
-    def __init__(self, cfg: Any, *, make_task: Callable[..., Task], expect: str) -> None:
+    def __init__(
+        self, cfg: Any, *, make_task: Callable[..., tuple[Batching, Objective]], expect: str
+    ) -> None:
         self.cfg = cfg
         self.make_task = make_task
         self.expect = expect
@@ -123,7 +128,7 @@ class Trainer:
         faults.plant_forward_bug(self.model)  # test hook
         if self.info.is_main:
             logger.info("attention: %s", attention_name(self.model))
-        self.task = self.make_task(
+        self.batching, self.objective = self.make_task(
             tokenizer=self.tokenizer,
             model=self.model,
             bundle=self.bundle,
@@ -309,7 +314,7 @@ class Trainer:
     def _optimizer_step(self, epoch: int, step_in_epoch: int, step: int) -> tuple[StepStats, float]:
         """One optimizer step: batching, the objective's forward and backward per micro-batch, the update.
         Returns the step's statistics (trainer/step_stats.py) and its learning rate."""
-        batching = self.task.batching
+        batching = self.batching
         with named_range("data"):
             batches = batching.micro_batches(
                 self.bundle.dataset, self.sampler.step_indices(epoch, step_in_epoch)
@@ -350,7 +355,7 @@ class Trainer:
         for batch in batches:
             batch = {k: v.to(self.info.device, non_blocking=True) for k, v in batch.items()}
             with named_range("forward"):
-                loss_sum, stats = self.task.objective.loss(self.model, batch)
+                loss_sum, stats = self.objective.loss(self.model, batch)
             if make_nan:
                 loss_sum = loss_sum * float("nan")
                 stats["loss_sum"] = loss_sum.detach()
@@ -376,14 +381,14 @@ class Trainer:
     def _record(self, stats: StepStats, *, lr: float, step: int, epoch: int, seconds: float, elapsed: float,
                 bad_steps: int) -> dict[str, Any]:  # fmt: skip
         """The step's line of metrics.jsonl."""
-        count_name = self.task.batching.count_name
+        count_name = self.batching.count_name
         record = {
             "loss": stats.loss,
             "lr": lr,
             "grad_norm": stats.grad_norm,
             count_name: int(stats.normaliser),
         }
-        record.update(self.task.objective.step_metrics(stats.sums, stats.normaliser))
+        record.update(self.objective.step_metrics(stats.sums, stats.normaliser))
         record["padding_efficiency"] = stats.real_tokens / max(stats.slots, 1.0)
         record.update(
             step=step,

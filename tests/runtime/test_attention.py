@@ -6,15 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from data.batching import with_label_positions
 from data.collate import collate_preference, collate_sft
-from data.packing import collate_packed, collate_packed_pairs, pack_examples
+from data.packing import best_fit_decreasing, collate_packed, collate_packed_pairs, pack_row
 from data.tokenize import IGNORE_INDEX, PreferenceExample, SFTExample
 from losses import sft_loss
 from runtime import attention
 from runtime.attention import check_packing_supported
 from runtime.model import build_model
 from runtime.settings import ModelConfig
-from trainer.batching import with_label_positions
 from trainer.forward import model_inputs, pair_logps
 
 BLOOM = {"model_type": "bloom", "hidden_size": 64, "n_head": 4, "n_layer": 2, "vocab_size": 100}
@@ -27,6 +27,11 @@ LLAMA = {
     "num_key_value_heads": 2,
     "vocab_size": 100,
 }
+
+
+def pack_examples(examples, *, max_len):
+    bins = best_fit_decreasing([len(e.input_ids) for e in examples], capacity=max_len)
+    return [pack_row([examples[i] for i in members]) for members in bins]
 
 
 def _model(spec, implementation="auto"):
