@@ -3,7 +3,7 @@
     .venv/bin/python bench/data_scale.py --sizes 5000 50000 200000      # ~35 min on 2 idle cores
     .venv/bin/python bench/data_scale.py --sizes 5000 --nproc 2          # a quick check
 
-For each N: N synthetic chats (bench/common.py's long-tailed generator: median ~250, p90 ~800 tokens) in one
+For each N: N synthetic chats (bench/synthetic.py and bench/harness.py's long-tailed generator: median ~250, p90 ~800 tokens) in one
 JSON lines file, then three runs of 2 optimizer steps (bench/recipes/data_scale.yaml: SmolLM2's tokenizer and
 chat template, a tiny random Llama, max_seq_len 2048):
 - `cold_1`: one process, empty cache (the baseline of the tokenization speed-up);
@@ -27,11 +27,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import common  # noqa: E402
+from bench import harness, synthetic  # noqa: E402
 
-RECIPE = common.BENCH / "recipes" / "data_scale.yaml"
+RECIPE = harness.BENCH / "recipes" / "data_scale.yaml"
 DATA_START = "chat template:"  # rank 0 logs this line right before the data is loaded
 DATA_READY = "data: source"  # ... and this one right after
 TOKENIZED = re.compile(r"tokenizing: (\d+) records in \S+ \((\d+) records/s\)")
@@ -98,7 +98,7 @@ def run(cmd: list[str], *, out: Path, log: Path, timeout: float) -> dict[str, An
         handle.write("$ " + " ".join(cmd) + "\n")
         handle.flush()
         proc = subprocess.Popen(
-            cmd, cwd=common.REPO, env=common.child_env(), stdout=handle, stderr=subprocess.STDOUT
+            cmd, cwd=harness.REPO, env=harness.child_env(), stdout=handle, stderr=subprocess.STDOUT
         )
         lowest_available = available_before
         while True:
@@ -169,7 +169,7 @@ def sisu_command(args: argparse.Namespace, *, data: Path, cache: Path, out: Path
         f"train.max_seq_len={args.max_seq_len}",
     ]
     if args.model == "demo":
-        overrides += [f"model.path={common.DEFAULT_MODEL}", "model.init_config=null", "model.tokenizer=null"]
+        overrides += [f"model.path={harness.DEFAULT_MODEL}", "model.init_config=null", "model.tokenizer=null"]
     return [*launcher, "launch/sft.py", "--config", str(RECIPE), *overrides, *args.sisu_override]
 
 
@@ -181,7 +181,7 @@ def bench_size(num: int, args: argparse.Namespace, workdir: Path) -> dict[str, A
     data = workdir / f"chats-{num}.jsonl"
     if not data.is_file():
         print(f"[bench] writing {num} synthetic chats to {data}", file=sys.stderr)
-        common.write_jsonl(common.iter_sft_records(num, seed=args.seed), data)
+        synthetic.write_jsonl(synthetic.iter_sft_records(num, seed=args.seed), data)
     runs: dict[str, Any] = {}
     plan = [("cold_1", 1, True), ("cold", args.nproc, True), ("warm", args.nproc, False)]
     for name, nproc, fresh in plan:
@@ -202,7 +202,7 @@ def bench_size(num: int, args: argparse.Namespace, workdir: Path) -> dict[str, A
         result["store_gb"] = round(store_bytes(cache) / 1e9, 3)
         runs[name] = result
         if result["returncode"] != 0:
-            print(common.tail(Path(result["log"])), file=sys.stderr)
+            print(harness.tail(Path(result["log"])), file=sys.stderr)
             raise SystemExit(
                 f"[bench] N={num} {name} failed (exit {result['returncode']}); log {result['log']}"
             )
@@ -253,34 +253,34 @@ def main(argv: list[str] | None = None) -> int:
                         help="tiny: random 2-layer Llama with SmolLM2's tokenizer (default); demo: SmolLM2-135M")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic chats")
     parser.add_argument("--sisu-override", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--sisu-python", default=str(common.SISU_PYTHON))
+    parser.add_argument("--sisu-python", default=str(harness.SISU_PYTHON))
     parser.add_argument(
         "--workdir", default=None, help="data, caches and logs (default: a temp dir, removed)"
     )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per run")
-    parser.add_argument("--results", default=str(common.RESULTS))
+    parser.add_argument("--results", default=str(harness.RESULTS))
     parser.add_argument("--no-append", action="store_true", help="print the result lines only")
     args = parser.parse_args(argv)
-    if not common.DEFAULT_MODEL.is_dir():
-        raise SystemExit(f"{common.DEFAULT_MODEL} not found (python launch/convert_gguf.py makes it)")
+    if not harness.DEFAULT_MODEL.is_dir():
+        raise SystemExit(f"{harness.DEFAULT_MODEL} not found (python launch/convert_gguf.py makes it)")
     temporary = args.workdir is None
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="sisu-bench-data-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     head = {
         "bench": "data_scale",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": common.command_line(),
-        "git": common.git_info(),
-        "machine": common.machine_info(),
+        "command": harness.command_line(),
+        "git": harness.git_info(),
+        "machine": harness.machine_info(),
         "versions": {
-            "sisu": common.python_versions(Path(args.sisu_python), ("torch", "transformers", "numpy"))
+            "sisu": harness.python_versions(Path(args.sisu_python), ("torch", "transformers", "numpy"))
         },
         "settings": {
             "nproc": args.nproc,
             "num_workers": args.num_workers,
             "max_seq_len": args.max_seq_len,
             "model": args.model,
-            "recipe": str(RECIPE.relative_to(common.REPO)),
+            "recipe": str(RECIPE.relative_to(harness.REPO)),
             "overrides": args.sisu_override,
         },  # fmt: skip
     }
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         for num in args.sizes:
             row = {**head, **bench_size(num, args, workdir)}
             rows.append(row)
-            common.finish(row, args)
+            harness.finish(row, args)
     finally:
         if temporary:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import common  # noqa: E402
+from bench import harness, synthetic  # noqa: E402
 
 TARGETS = {"pairs_per_second_ratio": 1.15, "precompute_step_time_reduction": 0.20, "peak_rss_ratio": 0.85}
 
@@ -63,7 +63,7 @@ def sisu_command(args: argparse.Namespace, mode: str, data: Path, out: Path) -> 
 def trl_command(args: argparse.Namespace, data: Path, out: Path) -> list[str]:
     cmd = [
         args.trl_python,
-        str(common.TRL_RUNNER),
+        str(harness.TRL_RUNNER),
         "--task",
         "dpo",
         "--data",
@@ -98,13 +98,13 @@ def run_one(name: str, repeat: int, *, args: argparse.Namespace, data: Path, wor
     out = workdir / f"{name}-{repeat}"
     if name.startswith("sisu_"):
         cmd = sisu_command(args, name.removeprefix("sisu_"), data, out)
-        child = common.run_child(cmd, log=out / "run.log", timeout=args.timeout)
-        steps = common.sisu_steps(out / "metrics.jsonl")
+        child = harness.run_child(cmd, log=out / "run.log", timeout=args.timeout)
+        steps = harness.sisu_steps(out / "metrics.jsonl")
         shutil.rmtree(out / "checkpoints", ignore_errors=True)  # sisu's checkpoint after the last step
     else:
-        child = common.run_child(trl_command(args, data, out), log=out / "run.log", timeout=args.timeout)
-        steps = common.read_jsonl(out / "steps.jsonl")
-    return common.summarize_run(steps, warmup=args.warmup_steps, child=child, expected_steps=args.steps)
+        child = harness.run_child(trl_command(args, data, out), log=out / "run.log", timeout=args.timeout)
+        steps = harness.read_jsonl(out / "steps.jsonl")
+    return harness.summarize_run(steps, warmup=args.warmup_steps, child=child, expected_steps=args.steps)
 
 
 def check(value: float | None, target: float, *, at_least: bool) -> dict[str, Any]:
@@ -114,7 +114,7 @@ def check(value: float | None, target: float, *, at_least: bool) -> dict[str, An
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    common.add_common_args(parser, steps=4, global_batch=4, micro_batch=2)
+    harness.add_common_args(parser, steps=4, global_batch=4, micro_batch=2)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--max-prompt-length", type=int, default=256)
     parser.add_argument(
@@ -122,35 +122,35 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.lr = 5e-7 if args.lr is None else args.lr
-    common.check_args(args)
+    harness.check_args(args)
     modes = [m.strip() for m in args.sisu_modes.split(",") if m.strip()]
     if not modes or any(m not in ("live", "precompute") for m in modes):
         raise SystemExit(f"--sisu-modes: live and/or precompute, got {args.sisu_modes!r}")
-    result = common.header(args, "dpo_throughput")
+    result = harness.header(args, "dpo_throughput")
     temporary = args.workdir is None
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="sisu-bench-dpo-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
 
-    records = common.make_preference_records(
+    records = synthetic.make_preference_records(
         args.steps * args.global_batch, seed=args.seed, max_prompt_tokens=args.max_prompt_length
     )
-    data = common.write_jsonl(records, workdir / "preference.jsonl")
-    tokenizer = common.load_tokenizer(args.model)
-    lengths, prompts = common.preference_token_lengths(records, tokenizer)
+    data = synthetic.write_jsonl(records, workdir / "preference.jsonl")
+    tokenizer = synthetic.load_tokenizer(args.model)
+    lengths, prompts = synthetic.preference_token_lengths(records, tokenizer)
     if max(prompts) >= args.max_prompt_length:
         raise SystemExit(
             f"a synthetic prompt has {max(prompts)} tokens, not under --max-prompt-length {args.max_prompt_length}: "
             "sisu would cut it and TRL would not"
         )
-    generator, _ = common.preference_token_lengths(
-        common.make_preference_records(1000, seed=args.seed, max_prompt_tokens=args.max_prompt_length),
+    generator, _ = synthetic.preference_token_lengths(
+        synthetic.make_preference_records(1000, seed=args.seed, max_prompt_tokens=args.max_prompt_length),
         tokenizer,
     )
     data_info = {
         "pairs": len(records),
-        "pair_token_lengths": common.length_summary(lengths, max_len=args.max_seq_len),
-        "prompt_tokens": {"median": common.percentile(prompts, 50), "max": max(prompts)},
-        "generator_pair_token_lengths_1000": common.length_summary(generator, max_len=args.max_seq_len),
+        "pair_token_lengths": synthetic.length_summary(lengths, max_len=args.max_seq_len),
+        "prompt_tokens": {"median": synthetic.percentile(prompts, 50), "max": max(prompts)},
+        "generator_pair_token_lengths_1000": synthetic.length_summary(generator, max_len=args.max_seq_len),
     }
     print(
         f"[bench] data: {len(records)} pairs, prompt + longer completion tokens median "
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     systems = [f"sisu_{modes[0]}"] + ([] if args.skip_trl else ["trl"]) + [f"sisu_{m}" for m in modes[1:]]
-    runs = common.alternate(
+    runs = harness.alternate(
         systems,
         args.repeats,
         lambda name, repeat: run_one(name, repeat, args=args, data=data, workdir=workdir),
@@ -189,19 +189,19 @@ def main(argv: list[str] | None = None) -> int:
     }
     result["data"] = data_info
     for name in systems:
-        result[name] = common.aggregate(runs[name])
+        result[name] = harness.aggregate(runs[name])
     ratios: dict[str, Any] = {}
     targets: dict[str, Any] = {}
     live, precompute, trl = result.get("sisu_live"), result.get("sisu_precompute"), result.get("trl")
     if live and trl:
-        ratios["pairs_per_second_live_vs_trl"] = common.ratio(
+        ratios["pairs_per_second_live_vs_trl"] = harness.ratio(
             live["pairs_per_second"], trl["pairs_per_second"]
         )
-        ratios["tokens_per_second_live_vs_trl"] = common.ratio(
+        ratios["tokens_per_second_live_vs_trl"] = harness.ratio(
             live["tokens_per_second"], trl["tokens_per_second"]
         )
-        ratios["peak_rss_live_vs_trl"] = common.ratio(live["peak_rss_gb"], trl["peak_rss_gb"])
-        ratios["process_peak_rss_live_vs_trl"] = common.ratio(
+        ratios["peak_rss_live_vs_trl"] = harness.ratio(live["peak_rss_gb"], trl["peak_rss_gb"])
+        ratios["process_peak_rss_live_vs_trl"] = harness.ratio(
             live["process_peak_rss_gb"], trl["process_peak_rss_gb"]
         )
         targets["pairs_per_second_ratio"] = check(
@@ -211,20 +211,20 @@ def main(argv: list[str] | None = None) -> int:
             ratios["peak_rss_live_vs_trl"], TARGETS["peak_rss_ratio"], at_least=False
         )
         result["paired_ratios"] = {
-            "pairs_per_second_live_vs_trl": common.paired_ratios(live, trl, "pairs_per_second"),
-            "peak_rss_live_vs_trl": common.paired_ratios(live, trl, "peak_rss_gb"),
+            "pairs_per_second_live_vs_trl": harness.paired_ratios(live, trl, "pairs_per_second"),
+            "peak_rss_live_vs_trl": harness.paired_ratios(live, trl, "peak_rss_gb"),
         }
-        result["real_tokens_measured"] = common.compare_tokens({"sisu_live": live, "trl": trl})
+        result["real_tokens_measured"] = harness.compare_tokens({"sisu_live": live, "trl": trl})
     if precompute and trl:
-        ratios["pairs_per_second_precompute_vs_trl"] = common.ratio(
+        ratios["pairs_per_second_precompute_vs_trl"] = harness.ratio(
             precompute["pairs_per_second"], trl["pairs_per_second"]
         )
-        ratios["peak_rss_precompute_vs_trl"] = common.ratio(precompute["peak_rss_gb"], trl["peak_rss_gb"])
+        ratios["peak_rss_precompute_vs_trl"] = harness.ratio(precompute["peak_rss_gb"], trl["peak_rss_gb"])
     if live and precompute:
-        step_ratio = common.ratio(precompute["step_seconds_mean"], live["step_seconds_mean"])
+        step_ratio = harness.ratio(precompute["step_seconds_mean"], live["step_seconds_mean"])
         ratios["step_seconds_precompute_vs_live"] = step_ratio
         reduction = None if step_ratio is None else round(1 - step_ratio, 3)
-        paired = common.paired_ratios(precompute, live, "step_seconds_mean")
+        paired = harness.paired_ratios(precompute, live, "step_seconds_mean")
         result.setdefault("paired_ratios", {})["step_seconds_precompute_vs_live"] = paired
         ratios["precompute_step_time_reduction"] = reduction
         targets["precompute_step_time_reduction"] = check(
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     result["ratios"] = ratios
     result["targets"] = targets
-    common.finish(result, args)
+    harness.finish(result, args)
     if temporary:
         shutil.rmtree(workdir, ignore_errors=True)
     else:

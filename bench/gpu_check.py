@@ -13,7 +13,7 @@ FSDP2 (lockstep generation, object collectives). Any CPU tensor handed to a coll
 fails on NCCL/RCCL.
 
 Every job is the real entry point (launch/sft.py, launch/dpo.py, launch/eval.py) in a subprocess of this Python
-(`sys.executable`), on synthetic long-tailed chats (bench/common.py) and sisu's own IFEval prompts. Needs torch,
+(`sys.executable`), on synthetic long-tailed chats (bench/synthetic.py and bench/harness.py) and sisu's own IFEval prompts. Needs torch,
 transformers, safetensors, pyyaml, sentencepiece, tokenizers and langdetect; nothing from a hub. The line is
 printed and written to --out/gpu_check.json; --out keeps the logs and metrics of every job. Exit status 1 when a
 job failed or a check did not hold (the line says which).
@@ -36,10 +36,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import common  # noqa: E402
+from bench import harness, synthetic  # noqa: E402
 from bench.gpu_mfu import SMOKE, TINYLLAMA_1B  # noqa: E402
 
-REPO = common.REPO
+REPO = harness.REPO
 # ~1B parameters each with the tiny byte-level tokenizers (the vocabulary adds almost nothing)
 BLOOM_1B = {"model_type": "bloom", "hidden_size": 2048, "n_head": 16, "n_layer": 20}
 LLAMA_1B = TINYLLAMA_1B  # bench/gpu_mfu.py's model
@@ -76,9 +76,9 @@ class Check:
         self.failures: list[str] = []
         self.jobs: dict[str, dict[str, Any]] = {}
         chats, pairs = (64, 32) if self.smoke else (4096, 512)
-        self.sft_data = common.write_jsonl(common.make_sft_records(chats, seed=0), self.out / "chats.jsonl")
-        self.pair_data = common.write_jsonl(
-            common.make_preference_records(pairs, seed=0, max_prompt_tokens=self.max_seq_len // 4),
+        self.sft_data = synthetic.write_jsonl(synthetic.make_sft_records(chats, seed=0), self.out / "chats.jsonl")
+        self.pair_data = synthetic.write_jsonl(
+            synthetic.make_preference_records(pairs, seed=0, max_prompt_tokens=self.max_seq_len // 4),
             self.out / "pairs.jsonl",
         )
 
@@ -108,17 +108,17 @@ class Check:
         out = self.out / name
         cmd = [*launcher, script, "--config", str(recipe), f"output_dir={out}", *overrides]
         print(f"[gpu_check] {name}: {' '.join(cmd[len(launcher) :])}", file=sys.stderr, flush=True)
-        child = common.run_child(cmd, log=self.out / f"{name}.log", timeout=self.args.timeout)
+        child = harness.run_child(cmd, log=self.out / f"{name}.log", timeout=self.args.timeout)
         self.jobs[name] = {"seconds": round(child.wall_seconds, 1)}
         if child.returncode != 0:
-            self.failures.append(f"{name}: exit {child.returncode}: {common.tail(child.log, 3)}")
+            self.failures.append(f"{name}: exit {child.returncode}: {harness.tail(child.log, 3)}")
             return None
         return out
 
     def train_numbers(self, name: str, out: Path | None) -> list[dict[str, Any]]:
         if out is None:
             return []
-        steps = common.read_jsonl(out / "metrics.jsonl")
+        steps = harness.read_jsonl(out / "metrics.jsonl")
         measured = steps[2:] or steps[-1:]
         numbers = {
             "tokens_per_second": round(statistics.median(s["tokens_per_second"] for s in measured), 1),
@@ -278,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "bench": "gpu_check",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": common.command_line(),
-        "git": common.git_info(),
+        "command": harness.command_line(),
+        "git": harness.git_info(),
         "device": device,
         "smoke": args.smoke,
         "ok": not check.failures,

@@ -5,7 +5,7 @@
     .venv/bin/python bench/gpu_mfu.py --nproc 8            # one node (torchrun)
     .venv/bin/python bench/gpu_mfu.py --smoke              # CPU, a tiny model: checks the script, no timing
 
-It runs `launch/sft.py` (the trainer users run) on synthetic long-tailed chats (`bench/common.py`), packed into
+It runs `launch/sft.py` (the trainer users run) on synthetic long-tailed chats (`bench/synthetic.py and bench/harness.py`), packed into
 rows of --max-seq-len, with a random-init model of the TinyLlama-1.1B shape (22 layers, hidden 2048, 32 heads, 4
 KV heads, intermediate 5632) and the tokenizer given by --tokenizer. MFU is the trainer's own `mfu` metric:
 model FLOPs (6 N per token plus the attention term, `runtime/flops.py`) over the device's peak dense bf16
@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import common  # noqa: E402
+from bench import harness, synthetic  # noqa: E402
 
 TINYLLAMA_1B = {
     "model_type": "llama",
@@ -50,8 +50,8 @@ SMOKE = {
     "max_position_embeddings": 1024,
     "tie_word_embeddings": True,
 }
-SMOLLM2_TOKENIZER = common.DEFAULT_MODEL
-TINY_TOKENIZER = common.REPO / "recipes" / "test" / "tokenizer"
+SMOLLM2_TOKENIZER = harness.DEFAULT_MODEL
+TINY_TOKENIZER = harness.REPO / "recipes" / "test" / "tokenizer"
 
 
 def flow(mapping: dict) -> str:
@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny model, 2 steps: checks the plumbing")
     parser.add_argument("--workdir", default=None, help="keep data, logs and metrics here")
     parser.add_argument("--timeout", type=float, default=1800)
-    parser.add_argument("--results", default=str(common.RESULTS))
+    parser.add_argument("--results", default=str(harness.RESULTS))
     parser.add_argument("--no-append", action="store_true")
     return parser.parse_args(argv)
 
@@ -93,15 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     rows_per_step = args.micro_batch * args.grad_accum * args.nproc
     # examples per step (global_batch_size counts examples) that fill about rows_per_step packed rows
-    sample = common.make_sft_records(400, seed=0)
+    sample = synthetic.make_sft_records(400, seed=0)
     lengths = [
-        min(n, args.max_seq_len) for n in common.sft_token_lengths(sample, common.load_tokenizer(tokenizer))
+        min(n, args.max_seq_len) for n in synthetic.sft_token_lengths(sample, synthetic.load_tokenizer(tokenizer))
     ]
     per_row = max(1, int(0.95 * args.max_seq_len / statistics.fmean(lengths)))
     unit = args.micro_batch * args.nproc  # global_batch_size must be a multiple of micro batch x world size
     examples_per_step = max(unit, round(per_row * rows_per_step / unit) * unit)
-    data = common.write_jsonl(
-        common.make_sft_records(examples_per_step * args.steps, seed=0), workdir / "chats.jsonl"
+    data = synthetic.write_jsonl(
+        synthetic.make_sft_records(examples_per_step * args.steps, seed=0), workdir / "chats.jsonl"
     )
     out = workdir / "run"
     launcher = [sys.executable]
@@ -131,19 +131,19 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print("[bench] " + " ".join(cmd), file=sys.stderr, flush=True)
     log = workdir / "run.log"
-    child = common.run_child(cmd, log=log, timeout=args.timeout)
+    child = harness.run_child(cmd, log=log, timeout=args.timeout)
     if child.returncode != 0:
-        print(common.tail(log), file=sys.stderr)
+        print(harness.tail(log), file=sys.stderr)
         raise SystemExit(f"[bench] run failed (exit {child.returncode}); log {log}")
-    steps = common.read_jsonl(out / "metrics.jsonl")
+    steps = harness.read_jsonl(out / "metrics.jsonl")
     measured = steps[args.warmup_steps :] or steps[-1:]
     mfus = [s["mfu"] for s in measured if "mfu" in s]
     result = {
         "bench": "gpu_mfu",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": common.command_line(),
-        "git": common.git_info(),
-        "machine": common.machine_info(),
+        "command": harness.command_line(),
+        "git": harness.git_info(),
+        "machine": harness.machine_info(),
         "device": device_name(),
         "settings": {
             "model": "smoke" if args.smoke else "tinyllama-1.1b shape, random init",
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         "loss_first_last": [round(steps[0]["loss"], 4), round(steps[-1]["loss"], 4)],
         "target": {"mfu": ">= 0.40", "met": bool(mfus) and statistics.median(mfus) >= 0.40},
     }
-    common.finish(result, args)
+    harness.finish(result, args)
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import common  # noqa: E402
+from bench import harness, synthetic  # noqa: E402
 
 TARGETS = {"tokens_per_second_ratio": 1.6, "peak_rss_ratio": 0.85}
 
@@ -55,7 +55,7 @@ def sisu_command(args: argparse.Namespace, data: Path, out: Path) -> list[str]:
 def trl_command(args: argparse.Namespace, data: Path, out: Path) -> list[str]:
     cmd = [
         args.trl_python,
-        str(common.TRL_RUNNER),
+        str(harness.TRL_RUNNER),
         "--task",
         "sft",
         "--data",
@@ -87,36 +87,36 @@ def trl_command(args: argparse.Namespace, data: Path, out: Path) -> list[str]:
 def run_one(name: str, repeat: int, *, args: argparse.Namespace, data: Path, workdir: Path) -> dict[str, Any]:
     out = workdir / f"{name}-{repeat}"
     if name == "sisu":
-        child = common.run_child(sisu_command(args, data, out), log=out / "run.log", timeout=args.timeout)
-        steps = common.sisu_steps(out / "metrics.jsonl")
+        child = harness.run_child(sisu_command(args, data, out), log=out / "run.log", timeout=args.timeout)
+        steps = harness.sisu_steps(out / "metrics.jsonl")
         shutil.rmtree(out / "checkpoints", ignore_errors=True)  # sisu's checkpoint after the last step
     else:
-        child = common.run_child(trl_command(args, data, out), log=out / "run.log", timeout=args.timeout)
-        steps = common.read_jsonl(out / "steps.jsonl")
-    return common.summarize_run(steps, warmup=args.warmup_steps, child=child, expected_steps=args.steps)
+        child = harness.run_child(trl_command(args, data, out), log=out / "run.log", timeout=args.timeout)
+        steps = harness.read_jsonl(out / "steps.jsonl")
+    return harness.summarize_run(steps, warmup=args.warmup_steps, child=child, expected_steps=args.steps)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    common.add_common_args(parser, steps=6, global_batch=8, micro_batch=4)
+    harness.add_common_args(parser, steps=6, global_batch=8, micro_batch=4)
     args = parser.parse_args(argv)
     args.lr = 2e-5 if args.lr is None else args.lr
-    common.check_args(args)
-    result = common.header(args, "sft_throughput")
+    harness.check_args(args)
+    result = harness.header(args, "sft_throughput")
     temporary = args.workdir is None
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="sisu-bench-sft-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
 
-    records = common.make_sft_records(args.steps * args.global_batch, seed=args.seed)
-    data = common.write_jsonl(records, workdir / "sft.jsonl")
-    tokenizer = common.load_tokenizer(args.model)
-    lengths = common.sft_token_lengths(records, tokenizer)
-    generator = common.sft_token_lengths(common.make_sft_records(1000, seed=args.seed), tokenizer)
+    records = synthetic.make_sft_records(args.steps * args.global_batch, seed=args.seed)
+    data = synthetic.write_jsonl(records, workdir / "sft.jsonl")
+    tokenizer = synthetic.load_tokenizer(args.model)
+    lengths = synthetic.sft_token_lengths(records, tokenizer)
+    generator = synthetic.sft_token_lengths(synthetic.make_sft_records(1000, seed=args.seed), tokenizer)
     data_info = {
         "records": len(records),
-        "token_lengths": common.length_summary(lengths, max_len=args.max_seq_len),
-        "generator_token_lengths_1000": common.length_summary(generator, max_len=args.max_seq_len),
-        "padding_share_in_file_order": common.padding_share(
+        "token_lengths": synthetic.length_summary(lengths, max_len=args.max_seq_len),
+        "generator_token_lengths_1000": synthetic.length_summary(generator, max_len=args.max_seq_len),
+        "padding_share_in_file_order": synthetic.padding_share(
             lengths, micro_batch=args.micro_batch, max_len=args.max_seq_len
         ),
     }
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     systems = ["sisu"] if args.skip_trl else ["sisu", "trl"]
-    runs = common.alternate(
+    runs = harness.alternate(
         systems,
         args.repeats,
         lambda name, repeat: run_one(name, repeat, args=args, data=data, workdir=workdir),
@@ -151,16 +151,16 @@ def main(argv: list[str] | None = None) -> int:
         "trl_args": args.trl_arg,
     }
     result["data"] = data_info
-    result["sisu"] = common.aggregate(runs["sisu"])
+    result["sisu"] = harness.aggregate(runs["sisu"])
     if "trl" in runs:
-        sisu, trl = result["sisu"], common.aggregate(runs["trl"])
+        sisu, trl = result["sisu"], harness.aggregate(runs["trl"])
         result["trl"] = trl
-        tokens_ratio = common.ratio(sisu["tokens_per_second"], trl["tokens_per_second"])
-        rss_ratio = common.ratio(sisu["peak_rss_gb"], trl["peak_rss_gb"])
+        tokens_ratio = harness.ratio(sisu["tokens_per_second"], trl["tokens_per_second"])
+        rss_ratio = harness.ratio(sisu["peak_rss_gb"], trl["peak_rss_gb"])
         result["ratios"] = {
             "tokens_per_second": tokens_ratio,
             "peak_rss": rss_ratio,
-            "process_peak_rss": common.ratio(sisu["process_peak_rss_gb"], trl["process_peak_rss_gb"]),
+            "process_peak_rss": harness.ratio(sisu["process_peak_rss_gb"], trl["process_peak_rss_gb"]),
         }
         result["targets"] = {
             "tokens_per_second_ratio": {
@@ -173,11 +173,11 @@ def main(argv: list[str] | None = None) -> int:
             },
         }
         result["paired_ratios"] = {
-            "tokens_per_second": common.paired_ratios(sisu, trl, "tokens_per_second"),
-            "peak_rss": common.paired_ratios(sisu, trl, "peak_rss_gb"),
+            "tokens_per_second": harness.paired_ratios(sisu, trl, "tokens_per_second"),
+            "peak_rss": harness.paired_ratios(sisu, trl, "peak_rss_gb"),
         }
-        result["real_tokens_measured"] = common.compare_tokens({"sisu": sisu, "trl": trl})
-    common.finish(result, args)
+        result["real_tokens_measured"] = harness.compare_tokens({"sisu": sisu, "trl": trl})
+    harness.finish(result, args)
     if temporary:
         shutil.rmtree(workdir, ignore_errors=True)
     else:

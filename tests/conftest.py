@@ -12,13 +12,26 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+from harness import REPO, SHARED
+from harness import read_metrics as _read_metrics
+from harness import run_job as _run_job
 
 
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def run_job():
+    """harness.run_job: a job script in a subprocess (`nproc` > 1: torchrun), from the repository root."""
+    return _run_job
+
+
+@pytest.fixture(scope="session")
+def read_metrics():
+    """harness.read_metrics: the rows of a run's metrics.jsonl."""
+    return _read_metrics
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from harness import REPO
+
 # package -> the packages it may import (besides itself)
 ALLOWED = {
     "losses": set(),

@@ -1,4 +1,4 @@
-"""The benchmarks' synthetic data (bench/common.py): deterministic, readable by sisu's loaders, long-tailed.
+"""The benchmarks' synthetic data (bench/synthetic.py and bench/harness.py): deterministic, readable by sisu's loaders, long-tailed.
 
 No timing here: timings live in bench/.
 """
@@ -6,37 +6,36 @@ No timing here: timings live in bench/.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
+from harness import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from bench import common  # noqa: E402
+from bench import synthetic  # noqa: E402
 from data.sources import messages as messages_source  # noqa: E402
 from data.sources import preference as preference_source  # noqa: E402
 
 
 def test_records_are_deterministic_and_independent_of_the_count():
-    assert common.make_sft_records(40, seed=3) == common.make_sft_records(40, seed=3)
-    assert common.make_sft_records(10, seed=3) == common.make_sft_records(40, seed=3)[:10]
-    assert common.make_sft_records(10, seed=3) != common.make_sft_records(10, seed=4)
-    assert common.make_preference_records(30, seed=1) == common.make_preference_records(30, seed=1)
-    assert common.make_preference_records(5, seed=1) == common.make_preference_records(30, seed=1)[:5]
+    assert synthetic.make_sft_records(40, seed=3) == synthetic.make_sft_records(40, seed=3)
+    assert synthetic.make_sft_records(10, seed=3) == synthetic.make_sft_records(40, seed=3)[:10]
+    assert synthetic.make_sft_records(10, seed=3) != synthetic.make_sft_records(10, seed=4)
+    assert synthetic.make_preference_records(30, seed=1) == synthetic.make_preference_records(30, seed=1)
+    assert synthetic.make_preference_records(5, seed=1) == synthetic.make_preference_records(30, seed=1)[:5]
 
 
 def test_written_file_is_byte_identical(tmp_path):
-    a = common.write_jsonl(common.make_preference_records(20, seed=0), tmp_path / "a.jsonl")
-    b = common.write_jsonl(common.make_preference_records(20, seed=0), tmp_path / "b.jsonl")
+    a = synthetic.write_jsonl(synthetic.make_preference_records(20, seed=0), tmp_path / "a.jsonl")
+    b = synthetic.write_jsonl(synthetic.make_preference_records(20, seed=0), tmp_path / "b.jsonl")
     assert a.read_bytes() == b.read_bytes()
 
 
 def test_sisu_loaders_accept_the_records():
-    for i, row in enumerate(common.make_sft_records(50, seed=0)):
+    for i, row in enumerate(synthetic.make_sft_records(50, seed=0)):
         record = messages_source.parse_row(row, origin=f"sft:{i}", lang=None)
         assert record.messages[-1]["role"] == "assistant"
-    for i, row in enumerate(common.make_preference_records(50, seed=0)):
+    for i, row in enumerate(synthetic.make_preference_records(50, seed=0)):
         record = preference_source.parse_row(row, origin=f"pref:{i}", lang=None)
         assert record.prompt[-1]["role"] == "user"
         assert record.chosen.strip() != record.rejected.strip()
@@ -45,7 +44,7 @@ def test_sisu_loaders_accept_the_records():
 def test_text_looks_like_english_and_has_the_asked_word_count():
     import random
 
-    text = common.synthetic_text(random.Random(0), 200)
+    text = synthetic.synthetic_text(random.Random(0), 200)
     assert abs(len(text.split()) - 200) <= 1
     assert text[0].isupper() and text.rstrip()[-1] in ".?"
     assert all(word.strip(".,?").lower().isalpha() or word[:-1].isdigit() for word in text.split())
@@ -55,30 +54,30 @@ def test_lognormal_draws_have_the_requested_median_and_p90():
     import random
 
     rng = random.Random(0)
-    draws = [common.draw_total_tokens(rng) for _ in range(20000)]
-    assert common.percentile(draws, 50) == pytest.approx(common.MEDIAN_TOKENS, rel=0.03)
-    assert common.percentile(draws, 90) == pytest.approx(common.P90_TOKENS, rel=0.03)
+    draws = [synthetic.draw_total_tokens(rng) for _ in range(20000)]
+    assert synthetic.percentile(draws, 50) == pytest.approx(synthetic.MEDIAN_TOKENS, rel=0.03)
+    assert synthetic.percentile(draws, 90) == pytest.approx(synthetic.P90_TOKENS, rel=0.03)
 
 
 def test_token_lengths_follow_the_long_tail(smollm2_tokenizer):
-    sft = common.sft_token_lengths(common.make_sft_records(400, seed=0), smollm2_tokenizer)
-    assert common.percentile(sft, 50) == pytest.approx(250, rel=0.12)
-    assert common.percentile(sft, 90) == pytest.approx(800, rel=0.12)
-    pairs, prompts = common.preference_token_lengths(
-        common.make_preference_records(400, seed=0, max_prompt_tokens=256), smollm2_tokenizer
+    sft = synthetic.sft_token_lengths(synthetic.make_sft_records(400, seed=0), smollm2_tokenizer)
+    assert synthetic.percentile(sft, 50) == pytest.approx(250, rel=0.12)
+    assert synthetic.percentile(sft, 90) == pytest.approx(800, rel=0.12)
+    pairs, prompts = synthetic.preference_token_lengths(
+        synthetic.make_preference_records(400, seed=0, max_prompt_tokens=256), smollm2_tokenizer
     )
-    assert common.percentile(pairs, 50) == pytest.approx(250, rel=0.12)
-    assert common.percentile(pairs, 90) == pytest.approx(800, rel=0.12)
+    assert synthetic.percentile(pairs, 50) == pytest.approx(250, rel=0.12)
+    assert synthetic.percentile(pairs, 90) == pytest.approx(800, rel=0.12)
     assert max(prompts) < 256  # sisu's prompt limit never applies, so sisu and TRL see the same tokens
-    summary = common.length_summary(sft, max_len=512)
+    summary = synthetic.length_summary(sft, max_len=512)
     assert summary["p90_after_truncation"] == 512 and 0.1 < summary["share_over_max_len"] < 0.35
 
 
 def test_percentile_and_padding_share():
-    assert common.percentile([1, 2, 3, 4], 50) == 2.5
-    assert common.percentile([5], 90) == 5
-    assert common.padding_share([100, 100, 50, 150], micro_batch=2, max_len=512) == 0.2
-    assert common.padding_share([100, 900], micro_batch=2, max_len=512) == pytest.approx(
+    assert synthetic.percentile([1, 2, 3, 4], 50) == 2.5
+    assert synthetic.percentile([5], 90) == 5
+    assert synthetic.padding_share([100, 100, 50, 150], micro_batch=2, max_len=512) == 0.2
+    assert synthetic.padding_share([100, 900], micro_batch=2, max_len=512) == pytest.approx(
         1 - 612 / 1024, abs=1e-3
     )
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from harness import REPO
 
 import data.build as build
 import data.io as io
@@ -31,8 +32,6 @@ from data.scan import select
 from data.sources import load_source
 from data.templates import ChatTemplate
 from data.tokenize import tokenize_records
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _chats(path: Path, num: int, *, lang: str = "fi", bad_lines: tuple[int, ...] = (), seed: int = 0) -> Path:

@@ -1,12 +1,12 @@
 import pytest
 import torch
+from harness import pack_examples
 
 from data.collate import collate_preference, collate_sft
 from data.packing import (
     best_fit_decreasing,
     collate_packed,
     collate_packed_pairs,
-    pack_row,
     plan_micro_batches,
 )
 from data.tokenize import IGNORE_INDEX, PreferenceExample, SFTExample
@@ -27,12 +27,6 @@ def _tiny_model():
         "vocab_size": 100,
     }
     return build_model(ModelConfig(init_config=config), device="cpu").double()
-
-
-def pack_examples(examples, *, max_len):
-    """Rows in best-fit-decreasing order of creation, as data/batching.py packs a step before ordering them."""
-    bins = best_fit_decreasing([len(e.input_ids) for e in examples], capacity=max_len)
-    return [pack_row([examples[i] for i in members]) for members in bins]
 
 
 def _ex(n, start=1, masked=0):

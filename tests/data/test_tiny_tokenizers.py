@@ -1,12 +1,10 @@
 """The committed tiny tokenizers are what data/tiny_tokenizer.py builds (regenerate them with its commands)."""
 
-from pathlib import Path
 
+from harness import REPO
 from transformers import AutoTokenizer
 
 from data.tiny_tokenizer import build_tiny_tokenizer, build_word_tokenizer, sample_words
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_committed_tokenizers_match_their_builders():

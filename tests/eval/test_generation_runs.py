@@ -7,35 +7,13 @@ import subprocess
 import sys
 
 import pytest
+from harness import REPO, job_env, run_job
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY_EVAL = "recipes/test/tiny_eval.yaml"
 
 
-def _env():
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")
-    }
-
-
 def _eval(model, out, *overrides, nproc=1):
-    launcher = [sys.executable]
-    if nproc > 1:
-        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
-    cmd = [
-        *launcher,
-        "launch/eval.py",
-        "--config",
-        TINY_EVAL,
-        f"model.path={model}",
-        f"output_dir={out}",
-        *overrides,
-    ]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=_env(), timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+    return run_job("launch/eval.py", TINY_EVAL, f"model.path={model}", f"output_dir={out}", *overrides, nproc=nproc)
 
 
 def _responses(out, bench="ifeval_en"):
@@ -154,7 +132,7 @@ def test_tiny_sft_then_eval_then_report(tmp_path):
         cwd=REPO,
         capture_output=True,
         text=True,
-        env=_env(),
+        env=job_env(),
         timeout=600,
     )
     assert train.returncode == 0, train.stderr[-3000:]
@@ -225,7 +203,7 @@ def test_eval_never_continues_responses_of_another_model(tiny_model, reference_r
         ([f"model.path={tiny_model}", "generation.max_new_tokens=8"], "responses made with different decoding (max_new"),
     ):
         cmd = [sys.executable, "launch/eval.py", "--config", TINY_EVAL, f"output_dir={out}", *overrides]
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=_env(), timeout=600)
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=job_env(), timeout=600)
         err = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(err) == 1, proc.stderr[-2000:]
         assert f"ifeval_en holds {what}" in err[0] and "delete" in err[0] and "responses.jsonl" in err[0]

@@ -5,33 +5,17 @@ run that continues to the same pairs, other settings refused, and pairs that DPO
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from harness import REPO, run_job
 
-REPO = Path(__file__).resolve().parents[2]
 RECIPE = "recipes/test/tiny_pairs.yaml"
 
 
-def _env():
-    drop = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")
-    return {k: v for k, v in os.environ.items() if k not in drop} | {"HF_HUB_OFFLINE": "1"}
-
-
 def _run(script, *args, nproc=1, check=True):
-    launcher = [sys.executable]
-    if nproc > 1:
-        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
-    proc = subprocess.run(
-        [*launcher, script, *args], cwd=REPO, capture_output=True, text=True, env=_env(), timeout=600
-    )
-    if check:
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+    return run_job(script, None, *args, nproc=nproc, check=check)
 
 
 def _pairs(out, *overrides, nproc=1, check=True):

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from harness import REPO
 
 from data.config import SourceConfig
 from data.errors import Unreachable
@@ -23,8 +24,6 @@ from eval.pairs.prompts import (
     screen_prompts,
 )
 from launch.template_docs import template_tokenizer
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _write(path: Path, rows: list[dict]) -> str:

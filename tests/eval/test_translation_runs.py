@@ -7,40 +7,21 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from harness import REPO, run_job
 
 from data.config import SourceConfig
 from data.sources import load_source
 
-REPO = Path(__file__).resolve().parents[2]
 RECIPE = "recipes/test/tiny_translate.yaml"
 OUTPUTS = ("chat_en.fi.jsonl", "helpsteer2_en.fi.jsonl", "rejected.jsonl", "report.json")
 
 
-def _env(**extra):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")
-    }
-    env.update(extra)
-    return env
-
-
 def _translate(out, *overrides, nproc=1, check=True, **env):
     """launch/translate.py in a subprocess (torchrun for nproc > 1)."""
-    launcher = [sys.executable]
-    if nproc > 1:
-        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
-    cmd = [*launcher, "launch/translate.py", "--config", RECIPE, f"output_dir={out}", *overrides]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=_env(**env), timeout=300)
-    if check:
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+    return run_job("launch/translate.py", RECIPE, f"output_dir={out}", *overrides, nproc=nproc, env=env, check=check,
+                   timeout=300)  # fmt: skip
 
 
 def _translate_here(out, *overrides, dry_run=False) -> int:

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
+from harness import REPO
 
 
 def _dry_run(job: str, recipe: str, *overrides: str, monkeypatch, capsys) -> tuple[int, str, str]:

@@ -5,8 +5,8 @@ import re
 from pathlib import Path
 
 import pytest
+from harness import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 # experiment matrices (launch/experiments.py: a top-level `runs:` list) are checked in test_experiments.py
 RECIPES = sorted(
     p for p in (REPO / "recipes").rglob("*.yaml") if not re.search(r"^runs:", p.read_text(), re.M)

@@ -25,10 +25,10 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from harness import REPO
 
 from launch.jobs import JOBS
 from planner.architectures import ARCHITECTURES, Architecture, architecture_from_config
@@ -47,7 +47,6 @@ from planner.runtime import SPAWN_CLEAN, measure_runtime_baseline
 from planner.throughput import model_flops_per_token
 from runtime import devices
 
-REPO = Path(__file__).resolve().parents[2]
 TINY_RECIPE = "recipes/test/tiny_sft.yaml"
 DEMO_RECIPE = "recipes/demo/sft.yaml"
 

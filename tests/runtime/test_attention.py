@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from harness import pack_examples
 
 from data.batching import with_label_positions
 from data.collate import collate_preference, collate_sft
-from data.packing import best_fit_decreasing, collate_packed, collate_packed_pairs, pack_row
+from data.packing import collate_packed, collate_packed_pairs
 from data.tokenize import IGNORE_INDEX, PreferenceExample, SFTExample
 from losses import sft_loss
 from runtime import attention
@@ -27,11 +28,6 @@ LLAMA = {
     "num_key_value_heads": 2,
     "vocab_size": 100,
 }
-
-
-def pack_examples(examples, *, max_len):
-    bins = best_fit_decreasing([len(e.input_ids) for e in examples], capacity=max_len)
-    return [pack_row([examples[i] for i in members]) for members in bins]
 
 
 def _model(spec, implementation="auto"):

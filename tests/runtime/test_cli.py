@@ -4,11 +4,10 @@ import ast
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from harness import REPO, run_job
 
-REPO = Path(__file__).resolve().parents[2]
 TORCHRUN_JOBS = ["sft", "dpo", "eval", "translate", "make_pairs"]
 
 _LEAVE = """
@@ -57,15 +56,10 @@ def test_every_torchrun_job_leaves_through_exit_process(job):
     assert calls == ["exit_process(main())"], calls
 
 
-def _tiny_sft(tmp_path, *, nproc: int, env_extra: dict[str, str]) -> subprocess.CompletedProcess:
-    launcher = [sys.executable] + (
-        ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)] if nproc > 1 else []
-    )
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
-    env.update(env_extra)
-    cmd = [*launcher, "launch/sft.py", "--config", "recipes/test/tiny_sft.yaml", f"output_dir={tmp_path / 'out'}",
-           f"data.cache_dir={tmp_path / 'cache'}", "train.max_steps=2"]  # fmt: skip
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+def _tiny_sft(tmp_path, *overrides: str, nproc: int, env_extra: dict[str, str]) -> subprocess.CompletedProcess:
+    return run_job("launch/sft.py", "recipes/test/tiny_sft.yaml", f"output_dir={tmp_path / 'out'}",
+                   f"data.cache_dir={tmp_path / 'cache'}", "train.max_steps=2", *overrides, nproc=nproc, env=env_extra,
+                   check=False)  # fmt: skip
 
 
 @pytest.mark.parametrize("nproc", [1, 2])
@@ -87,12 +81,7 @@ def test_a_bug_keeps_its_traceback_and_names_its_rank(tmp_path, nproc):
 def test_a_refusal_is_one_line_and_exit_2_on_every_rank(tmp_path):
     proc = _tiny_sft(tmp_path, nproc=2, env_extra={})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    bad = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "launch/sft.py",
-         "--config", "recipes/test/tiny_sft.yaml", f"output_dir={tmp_path / 'bad'}", "train.micro_batch_size=3"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-        env={k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")},
-    )  # fmt: skip
+    bad = _tiny_sft(tmp_path / "bad", "train.micro_batch_size=3", nproc=2, env_extra={})
     errors = [line for line in bad.stderr.splitlines() if line.startswith("error: ")]
     # torchrun's own agent reports the failed workers with a traceback of its own; the workers print none
     assert bad.returncode != 0 and "[rank0] Traceback" not in bad.stderr and "ConfigError" not in bad.stderr

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from harness import REPO
 
 from runtime import distributed
 
-REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("runtime", "trainer", "data", "losses", "eval", "planner", "launch", "bench")
 HELPER = REPO / "runtime" / "distributed.py"
 COLLECTIVES = {

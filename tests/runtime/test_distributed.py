@@ -5,6 +5,7 @@ import sys
 import textwrap
 
 import pytest
+from harness import launcher
 
 from runtime.distributed import TORCHRUN_VARS, read_launch_env
 
@@ -44,9 +45,7 @@ def _run(cmd, tmp_path, env=None):
 
 
 def test_two_process_gloo_all_reduce(tmp_path):
-    proc = _run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], tmp_path
-    )
+    proc = _run(launcher(2), tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for r, res in enumerate(results):

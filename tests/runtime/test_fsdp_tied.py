@@ -1,10 +1,10 @@
 """Under FSDP2 on 2 ranks, tied input/output embeddings stay one parameter and receive their full gradient."""
 
 import json
-import os
 import subprocess
-import sys
 import textwrap
+
+from harness import job_env, launcher
 
 WORKER = textwrap.dedent(
     """
@@ -56,22 +56,11 @@ WORKER = textwrap.dedent(
 def test_tied_embeddings_get_full_gradient_under_fsdp2(tmp_path, repo):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env["PYTHONPATH"] = str(repo)
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(script),
-            str(tmp_path),
-        ],
+        [*launcher(2), str(script), str(tmp_path)],
         capture_output=True,
         text=True,
-        env=env,
+        env=job_env({"PYTHONPATH": str(repo)}),
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -3,39 +3,27 @@ in a collective for another's work, worker processes give the same data."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from harness import REPO, read_metrics, run_job
 
 from data.templates import CHATML_TEMPLATE
 
-REPO = Path(__file__).resolve().parents[2]
 TINY = "recipes/test/tiny_sft.yaml"
 # about 0.15 s per rendering on this machine (sisu renders each record twice): far slower than any real template
 SLOW_LOOP = "{% for i in range(30) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
 
 
-def _env() -> dict[str, str]:
-    skip = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")
-    return {k: v for k, v in os.environ.items() if k not in skip}
-
-
 def _sft(out: Path, *overrides: str, nproc: int = 1) -> subprocess.CompletedProcess:
-    launcher = [sys.executable]
-    if nproc > 1:
-        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
-    cmd = [*launcher, "launch/sft.py", "--config", TINY, f"output_dir={out}", *overrides]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=_env(), timeout=600)
+    return run_job("launch/sft.py", TINY, f"output_dir={out}", *overrides, nproc=nproc, check=False)
 
 
 def _losses(out: Path) -> list[float]:
-    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [row["loss"] for row in read_metrics(out)]
 
 
 def test_a_slow_cold_start_never_waits_in_a_collective_past_the_timeout(tmp_path):

@@ -1,51 +1,19 @@
 """DPO runs of the tiny recipe: ln 2 start, live == precompute (also across a resume), rank parity, frozen reference."""
 
-import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from harness import REPO, read_metrics, run_job
 
 TINY = "recipes/test/tiny_dpo.yaml"
 STEPS = 4
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _env(extra=None):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")
-    }
-    env.update(extra or {})
-    return env
 
 
 def _dpo(out, *overrides, nproc=1, env=None, check=True):
-    launcher = [sys.executable]
-    if nproc > 1:
-        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
-    cmd = [
-        *launcher,
-        "launch/dpo.py",
-        "--config",
-        TINY,
-        f"output_dir={out}",
-        f"train.max_steps={STEPS}",
-        f"data.cache_dir={out.parent / 'cache'}",
-        *overrides,
-    ]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=_env(env), timeout=600)
-    if check:
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
-def _metrics(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return run_job("launch/dpo.py", TINY, f"output_dir={out}", f"train.max_steps={STEPS}",
+                   f"data.cache_dir={out.parent / 'cache'}", *overrides, nproc=nproc, env=env, check=check)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +25,7 @@ def runs(tmp_path_factory):
 
 
 def test_first_step_is_ln2_and_metrics_are_logged(runs):
-    first = _metrics(runs / "live")[0]
+    first = read_metrics(runs / "live")[0]
     assert first["loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
     for key in (
@@ -78,7 +46,7 @@ def test_first_step_is_ln2_and_metrics_are_logged(runs):
 
 
 def test_live_and_precompute_give_the_same_losses(runs):
-    live, pre = _metrics(runs / "live"), _metrics(runs / "pre")
+    live, pre = read_metrics(runs / "live"), read_metrics(runs / "pre")
     assert len(live) == len(pre) == STEPS
     for a, b in zip(live, pre):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-6)
@@ -99,13 +67,13 @@ def test_precompute_resume_reuses_reference_and_matches(runs):
     assert killed.returncode == -9
     resumed = _dpo(out, "reference.mode=precompute", "checkpoint.every_steps=2")
     assert "reference log-probs: reusing" in resumed.stdout + resumed.stderr
-    assert [m["loss"] for m in _metrics(out)] == [m["loss"] for m in _metrics(runs / "pre")]
+    assert [m["loss"] for m in read_metrics(out)] == [m["loss"] for m in read_metrics(runs / "pre")]
 
 
 def test_one_process_with_accumulation_equals_two_processes(runs):
     out = runs / "two"
     _dpo(out, "reference.mode=live", nproc=2)
-    for a, b in zip(_metrics(runs / "live"), _metrics(out)):
+    for a, b in zip(read_metrics(runs / "live"), read_metrics(out)):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-7)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
 
@@ -114,13 +82,13 @@ def test_packed_pairs_keep_the_losses_in_every_mode(runs):
     """Packed (prompt shared by both completions, several pairs per row): the same losses and rewards as
     unpacked, live or precomputed, on 1 or 2 processes (packed steps can need different numbers of micro-batches
     per rank, evened out with filler batches)."""
-    unpacked = _metrics(runs / "live")
+    unpacked = read_metrics(runs / "live")
     for name, overrides, nproc in [
         ("packed_live", ["reference.mode=live"], 1),
         ("packed_pre", ["reference.mode=precompute"], 1),
         ("packed_two", ["reference.mode=live"], 2),
     ]:
-        packed = _metrics(_dpo(runs / name, "data.packing=true", *overrides, nproc=nproc) and runs / name)
+        packed = read_metrics(_dpo(runs / name, "data.packing=true", *overrides, nproc=nproc) and runs / name)
         assert [m["num_pairs"] for m in packed] == [m["num_pairs"] for m in unpacked]
         for a, b in zip(unpacked, packed):
             assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-6), name

@@ -4,49 +4,25 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
+from harness import REPO, job_env, launcher, read_metrics
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = "recipes/test/tiny_sft.yaml"
 
 
-def _env(extra=None):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")
-    }
-    env.update(extra or {})
-    return env
-
-
 def _cmd(out, *overrides, nproc=1):
-    launcher = [sys.executable]
-    if nproc > 1:
-        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
-    return [
-        *launcher,
-        "launch/sft.py",
-        "--config",
-        TINY,
-        f"output_dir={out}",
-        f"data.cache_dir={out.parent / 'cache'}",
-        *overrides,
-    ]
-
-
-def _metrics(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    """A command line, for the tests that start the job themselves (Popen, signals)."""
+    return [*launcher(nproc), "launch/sft.py", "--config", TINY, f"output_dir={out}",
+            f"data.cache_dir={out.parent / 'cache'}", *overrides]  # fmt: skip
 
 
 def test_sigterm_to_process_group_checkpoints_and_resumes_exactly(tmp_path):
     steps = ["train.max_steps=16", "checkpoint.every_steps=100"]
     straight = tmp_path / "straight"
     done = subprocess.run(
-        _cmd(straight, *steps, nproc=2), cwd=REPO, capture_output=True, text=True, env=_env(), timeout=600
+        _cmd(straight, *steps, nproc=2), cwd=REPO, capture_output=True, text=True, env=job_env(), timeout=600
     )
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -57,7 +33,7 @@ def test_sigterm_to_process_group_checkpoints_and_resumes_exactly(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=_env(),
+        env=job_env(),
         start_new_session=True,
     )
     deadline = time.time() + 300
@@ -69,17 +45,17 @@ def test_sigterm_to_process_group_checkpoints_and_resumes_exactly(tmp_path):
     os.killpg(proc.pid, signal.SIGTERM)
     log = proc.communicate(timeout=300)[0]
     assert "stopping at step" in log and "checkpoint written" in log, log[-3000:]
-    stopped = len(_metrics(out))
+    stopped = len(read_metrics(out))
     assert 2 <= stopped < 16, "the run should stop early, after the step in progress"
     assert (out / "checkpoints" / f"step_{stopped}" / "trainer_state.json").is_file()
     assert not (out / "final").exists()
 
     resumed = subprocess.run(
-        _cmd(out, *steps, nproc=2), cwd=REPO, capture_output=True, text=True, env=_env(), timeout=600
+        _cmd(out, *steps, nproc=2), cwd=REPO, capture_output=True, text=True, env=job_env(), timeout=600
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert [m["loss"] for m in _metrics(out)] == pytest.approx(
-        [m["loss"] for m in _metrics(straight)], rel=1e-6
+    assert [m["loss"] for m in read_metrics(out)] == pytest.approx(
+        [m["loss"] for m in read_metrics(straight)], rel=1e-6
     )
 
 
@@ -90,11 +66,11 @@ def test_non_finite_step_is_skipped_and_counted(tmp_path):
         cwd=REPO,
         capture_output=True,
         text=True,
-        env=_env({"SISU_DEBUG_NAN_AT_STEPS": "2"}),
+        env=job_env({"SISU_DEBUG_NAN_AT_STEPS": "2"}),
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = _metrics(out)
+    metrics = read_metrics(out)
     assert [m["bad_steps"] for m in metrics] == [0, 1, 1, 1]
     assert metrics[1]["loss"] != metrics[1]["loss"]  # NaN logged as such
     assert all(m["loss"] == m["loss"] for m in metrics[2:])  # training went on with finite losses
@@ -108,7 +84,7 @@ def test_too_many_bad_steps_stop_with_one_line_and_keep_last_checkpoint(tmp_path
         cwd=REPO,
         capture_output=True,
         text=True,
-        env=_env({"SISU_DEBUG_NAN_AT_STEPS": "3,4"}),
+        env=job_env({"SISU_DEBUG_NAN_AT_STEPS": "3,4"}),
         timeout=600,
     )
     assert proc.returncode == 3
@@ -134,7 +110,7 @@ def test_cpu_profile_trace_has_named_ranges(tmp_path):
         cwd=REPO,
         capture_output=True,
         text=True,
-        env=_env(),
+        env=job_env(),
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -158,14 +134,14 @@ def test_mfu_uses_model_flops_and_the_peak_override(tmp_path):
         cwd=REPO,
         capture_output=True,
         text=True,
-        env=_env(),
+        env=job_env(),
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = load_config(SFTConfig, os.path.join(REPO, TINY), [f"output_dir={out}"])
     config = architecture_config(cfg.model, vocab_size=258)
     low, high = model_flops_per_token(config, 1), model_flops_per_token(config, cfg.train.max_seq_len)
-    for m in _metrics(out):
+    for m in read_metrics(out):
         per_token = m["mfu"] * 0.5e12 / m["tokens_per_second"]  # = model FLOPs per real token of the step
         # mfu and tokens_per_second are rounded separately; a row of exactly max_seq_len lands on `high`.
         assert low * (1 - 1e-9) <= per_token <= high * (1 + 1e-9)
@@ -175,8 +151,8 @@ def test_mfu_uses_model_flops_and_the_peak_override(tmp_path):
         cwd=REPO,
         capture_output=True,
         text=True,
-        env=_env(),
+        env=job_env(),
         timeout=600,
         check=True,
     )
-    assert "mfu" not in _metrics(no_peak)[0]  # CPU: no peak in the device table, no MFU
+    assert "mfu" not in read_metrics(no_peak)[0]  # CPU: no peak in the device table, no MFU

@@ -10,51 +10,28 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from harness import read_metrics, run_job
 from safetensors import safe_open
 
-REPO = Path(__file__).resolve().parents[2]
 SFT = "recipes/test/tiny_bloom_sft.yaml"
 STEPS = 4
 
 
-def _env():
-    drop = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")
-    return {k: v for k, v in os.environ.items() if k not in drop}
-
-
-def _launch(repo, script, *args, nproc=1):
-    launcher = [sys.executable]
-    if nproc > 1:
-        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
-    proc = subprocess.run(
-        [*launcher, script, *args], cwd=repo, capture_output=True, text=True, env=_env(), timeout=600
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
-def _metrics(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+def _launch(script, *args, nproc=1):
+    return run_job(script, None, *args, nproc=nproc)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    repo = REPO
     root = tmp_path_factory.mktemp("poro")
     common = [f"train.max_steps={STEPS}", f"data.cache_dir={root / 'cache'}", "checkpoint.every_steps=null"]
     unpacked, packed, packed_two = root / "unpacked", root / "packed", root / "packed_two"
     logs = {}
-    logs["unpacked"] = _launch(repo, "launch/sft.py", "--config", SFT, f"output_dir={unpacked}", *common)
-    _launch(repo, "launch/sft.py", "--config", SFT, f"output_dir={packed}", "data.packing=true", *common)
-    _launch(
-        repo,
-        "launch/sft.py",
+    logs["unpacked"] = _launch("launch/sft.py", "--config", SFT, f"output_dir={unpacked}", *common)
+    _launch("launch/sft.py", "--config", SFT, f"output_dir={packed}", "data.packing=true", *common)
+    _launch("launch/sft.py",
         "--config",
         SFT,
         f"output_dir={packed_two}",
@@ -72,7 +49,7 @@ def test_recipe_names_no_attention_and_runs_on_sisus_alibi_sdpa(runs):
 
 
 def test_packed_sft_losses_equal_unpacked(runs):
-    unpacked, packed, packed_two = (_metrics(runs[k]) for k in ("unpacked", "packed", "packed_two"))
+    unpacked, packed, packed_two = (read_metrics(runs[k]) for k in ("unpacked", "packed", "packed_two"))
     assert len(unpacked) == len(packed) == len(packed_two) == STEPS
     for a, b, c in zip(unpacked, packed, packed_two):
         assert a["num_tokens"] == b["num_tokens"] == c["num_tokens"]
@@ -111,9 +88,7 @@ def test_two_process_packed_export_serves_as_trained(runs):
 def test_eval_takes_the_export_with_model_path_alone(repo, runs):
     final = runs["packed_two"] / "final"
     out = runs["root"] / "eval"
-    proc = _launch(
-        repo,
-        "launch/eval.py",
+    proc = _launch("launch/eval.py",
         "--config",
         "recipes/test/tiny_eval.yaml",
         f"model.path={final}",
@@ -130,9 +105,7 @@ def test_eval_takes_the_export_with_model_path_alone(repo, runs):
 def test_packed_dpo_from_the_export_starts_at_ln2(repo, runs):
     final = runs["packed_two"] / "final"
     out = runs["root"] / "dpo"
-    _launch(
-        repo,
-        "launch/dpo.py",
+    _launch("launch/dpo.py",
         "--config",
         "recipes/test/tiny_dpo.yaml",
         f"model.path={final}",
@@ -144,6 +117,6 @@ def test_packed_dpo_from_the_export_starts_at_ln2(repo, runs):
         f"output_dir={out}",
         f"data.cache_dir={runs['root'] / 'cache'}",
     )
-    first = _metrics(out)[0]
+    first = read_metrics(out)[0]
     assert first["loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-6)

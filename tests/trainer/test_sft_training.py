@@ -1,6 +1,5 @@
 """End-to-end SFT runs of the tiny recipe in subprocesses: parity across ranks/nodes, exact resume, export."""
 
-import json
 import os
 import socket
 import subprocess
@@ -8,44 +7,16 @@ import sys
 
 import pytest
 import torch
+from harness import REPO, job_env, read_metrics, run_job
 from safetensors.torch import load_file
 
 TINY = "recipes/test/tiny_sft.yaml"
 STEPS = 6
 
 
-def _env(extra=None):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")
-    }
-    env.update(extra or {})
-    return env
-
-
-def _sft(repo, out, *overrides, nproc=1, env=None, check=True):
-    launcher = [sys.executable]
-    if nproc > 1:
-        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
-    cmd = [
-        *launcher,
-        "launch/sft.py",
-        "--config",
-        TINY,
-        f"output_dir={out}",
-        f"train.max_steps={STEPS}",
-        f"data.cache_dir={out.parent / 'cache'}",
-        *overrides,
-    ]
-    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=_env(env), timeout=600)
-    if check:
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
-def _metrics(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+def _sft(out, *overrides, nproc=1, env=None, check=True):
+    return run_job("launch/sft.py", TINY, f"output_dir={out}", f"train.max_steps={STEPS}",
+                   f"data.cache_dir={out.parent / 'cache'}", *overrides, nproc=nproc, env=env, check=check)  # fmt: skip
 
 
 def _free_port():
@@ -56,21 +27,21 @@ def _free_port():
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    repo = REPO
     root = tmp_path_factory.mktemp("sft")
     one = root / "one"
     two = root / "two"
     # 1 process: global 8 / micro 2 = 4 accumulation steps; 2 processes: 2 accumulation steps each
-    _sft(repo, one)
-    _sft(repo, two, nproc=2)
+    _sft(one)
+    _sft(two, nproc=2)
     packed, packed_two = root / "packed", root / "packed_two"
-    _sft(repo, packed, "data.packing=true")
-    _sft(repo, packed_two, "data.packing=true", nproc=2)
+    _sft(packed, "data.packing=true")
+    _sft(packed_two, "data.packing=true", nproc=2)
     return {"repo": repo, "root": root, "one": one, "two": two, "packed": packed, "packed_two": packed_two}
 
 
 def test_one_process_with_accumulation_equals_two_processes(runs):
-    one, two = _metrics(runs["one"]), _metrics(runs["two"])
+    one, two = read_metrics(runs["one"]), read_metrics(runs["two"])
     assert [m["step"] for m in one] == list(range(1, STEPS + 1))
     assert [m["num_tokens"] for m in one] == [m["num_tokens"] for m in two]
     for a, b in zip(one, two):
@@ -88,7 +59,7 @@ def test_packing_keeps_the_losses_and_cuts_the_padding(runs):
     """Packing works on each optimizer step's own examples: the same examples, target tokens and losses as the
     unpacked run, step for step, in fewer padded slots; 2 processes (whose packed steps can need different
     numbers of micro-batches, evened out with filler batches) equal 1."""
-    one, packed, packed_two = _metrics(runs["one"]), _metrics(runs["packed"]), _metrics(runs["packed_two"])
+    one, packed, packed_two = read_metrics(runs["one"]), read_metrics(runs["packed"]), read_metrics(runs["packed_two"])
     assert [m["num_tokens"] for m in packed] == [m["num_tokens"] for m in one]
     for a, b, c in zip(one, packed, packed_two):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
@@ -100,8 +71,8 @@ def test_packing_keeps_the_losses_and_cuts_the_padding(runs):
 
 def test_explicit_fsdp_prefetching_keeps_the_losses(runs, tmp_path):
     out = tmp_path / "prefetch"
-    _sft(runs["repo"], out, "train.prefetch_blocks=1", nproc=2)
-    for a, b in zip(_metrics(runs["two"]), _metrics(out), strict=True):
+    _sft(out, "train.prefetch_blocks=1", nproc=2)
+    for a, b in zip(read_metrics(runs["two"]), read_metrics(out), strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-6)
 
 
@@ -133,27 +104,26 @@ def test_two_nodes_on_loopback_equal_two_processes(runs):
     ]
     procs = [
         subprocess.Popen(
-            cmd_base, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env()
+            cmd_base, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=job_env()
         )
         for _ in range(2)
     ]
     logs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(log[-2000:] for log in logs)
     assert "2 node(s)" in "".join(logs)
-    for a, b in zip(_metrics(out), _metrics(runs["two"])):
+    for a, b in zip(read_metrics(out), read_metrics(runs["two"])):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
 
 
 def test_exact_resume_after_kill_9(runs):
-    repo, out = runs["repo"], runs["root"] / "killed"
-    killed = _sft(
-        repo, out, "checkpoint.every_steps=2", env={"SISU_DEBUG_SIGKILL_AFTER_STEP": "3"}, check=False
+    out = runs["root"] / "killed"
+    killed = _sft(out, "checkpoint.every_steps=2", env={"SISU_DEBUG_SIGKILL_AFTER_STEP": "3"}, check=False
     )
     assert killed.returncode == -9
-    assert len(_metrics(out)) == 3  # steps 1-3 logged; the newest checkpoint is step 2
+    assert len(read_metrics(out)) == 3  # steps 1-3 logged; the newest checkpoint is step 2
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_2"]
-    _sft(repo, out, "checkpoint.every_steps=2")
-    resumed, straight = _metrics(out), _metrics(runs["one"])
+    _sft(out, "checkpoint.every_steps=2")
+    resumed, straight = read_metrics(out), read_metrics(runs["one"])
     assert [m["step"] for m in resumed] == list(range(1, STEPS + 1))
     assert [m["loss"] for m in resumed] == [m["loss"] for m in straight]  # bitwise on CPU
     assert [m["grad_norm"] for m in resumed] == [m["grad_norm"] for m in straight]
@@ -165,10 +135,10 @@ def test_incomplete_checkpoint_is_ignored(runs, tmp_path):
     out = tmp_path / "partial"
     shutil.copytree(runs["one"] / "checkpoints", out / "checkpoints")
     (out / "checkpoints" / ".step_99.tmp").mkdir()
-    proc = _sft(runs["repo"], out, "train.max_steps=8")
+    proc = _sft(out, "train.max_steps=8")
     assert "ignoring incomplete checkpoint" in proc.stdout + proc.stderr
     assert "resumed from" in proc.stdout + proc.stderr
-    assert [m["step"] for m in _metrics(out)] == [7, 8]
+    assert [m["step"] for m in read_metrics(out)] == [7, 8]
 
 
 def test_export_reloads_equals_checkpoint_and_generates(runs):
@@ -196,14 +166,13 @@ def test_export_reloads_equals_checkpoint_and_generates(runs):
 
 
 def test_neftune_off_reproduces_baseline_and_on_changes_loss(runs):
-    repo = runs["repo"]
     off = runs["root"] / "neft0"
     on = runs["root"] / "neft5"
-    _sft(repo, off, "train.neftune_alpha=0.0", "train.max_steps=2")
-    _sft(repo, on, "train.neftune_alpha=5.0", "train.max_steps=2")
-    base = _metrics(runs["one"])[:2]
-    assert [m["loss"] for m in _metrics(off)] == pytest.approx([m["loss"] for m in base], rel=1e-6)
-    assert _metrics(on)[0]["loss"] != pytest.approx(base[0]["loss"], rel=1e-6)
+    _sft(off, "train.neftune_alpha=0.0", "train.max_steps=2")
+    _sft(on, "train.neftune_alpha=5.0", "train.max_steps=2")
+    base = read_metrics(runs["one"])[:2]
+    assert [m["loss"] for m in read_metrics(off)] == pytest.approx([m["loss"] for m in base], rel=1e-6)
+    assert read_metrics(on)[0]["loss"] != pytest.approx(base[0]["loss"], rel=1e-6)
 
 
 def test_prompt_masking_counts_only_assistant_tokens(runs, tiny_tokenizer):
@@ -214,7 +183,7 @@ def test_prompt_masking_counts_only_assistant_tokens(runs, tiny_tokenizer):
 
     repo = runs["repo"]
     out = runs["root"] / "masked"
-    _sft(repo, out, "data.prompt_masking=true", "train.max_steps=2")
+    _sft(out, "data.prompt_masking=true", "train.max_steps=2")
     cfg = load_config(SFTConfig, os.path.join(repo, TINY), [f"output_dir={out}", "data.prompt_masking=true"])
     cwd = os.getcwd()
     os.chdir(repo)
@@ -230,9 +199,9 @@ def test_prompt_masking_counts_only_assistant_tokens(runs, tiny_tokenizer):
     expected = [
         sum(masked.dataset[i].num_target_tokens for i in sampler.step_indices(0, s)[0]) for s in (0, 1)
     ]
-    got = [m["num_tokens"] for m in _metrics(out)]
+    got = [m["num_tokens"] for m in read_metrics(out)]
     assert got == expected
-    unmasked = [m["num_tokens"] for m in _metrics(runs["one"])[:2]]
+    unmasked = [m["num_tokens"] for m in read_metrics(runs["one"])[:2]]
     assert all(g < u for g, u in zip(got, unmasked))
 
 
@@ -246,7 +215,7 @@ def test_prompt_masking_counts_only_assistant_tokens(runs, tiny_tokenizer):
     ],
 )
 def test_bad_config_and_data_fail_fast_with_one_line(runs, tmp_path, override, message):
-    proc = _sft(runs["repo"], tmp_path / "bad", override, check=False)
+    proc = _sft(tmp_path / "bad", override, check=False)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -265,7 +234,7 @@ def test_dry_run_prints_plan(runs, tmp_path):
         f"output_dir={tmp_path}",
         f"data.cache_dir={tmp_path}",
     ]
-    proc = subprocess.run(cmd, cwd=runs["repo"], capture_output=True, text=True, env=_env(), timeout=300)
+    proc = subprocess.run(cmd, cwd=runs["repo"], capture_output=True, text=True, env=job_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "world size 2; micro batch 2, global batch 8, gradient accumulation 2" in proc.stdout
     assert "16 steps per epoch" in proc.stdout and "8 optimizer steps" in proc.stdout
@@ -275,7 +244,7 @@ def test_dry_run_prints_plan(runs, tmp_path):
         cwd=runs["repo"],
         capture_output=True,
         text=True,
-        env=_env({"HF_HUB_OFFLINE": "1"}),
+        env=job_env({"HF_HUB_OFFLINE": "1"}),
         timeout=300,
     )
     assert hub.returncode == 0 and "not reachable from here" in hub.stdout and "HF_HUB_OFFLINE" in hub.stdout
@@ -283,17 +252,17 @@ def test_dry_run_prints_plan(runs, tmp_path):
 
 def test_exact_resume_with_neftune_noise_after_kill_9(runs):
     """Randomness in play: NEFTune draws noise every step from the per-rank RNG, which the checkpoint restores."""
-    repo, root = runs["repo"], runs["root"]
+    root = runs["root"]
     straight, killed = root / "neftune", root / "neftune_killed"
     common = ("checkpoint.every_steps=2", "train.neftune_alpha=5")
-    _sft(repo, straight, *common)
-    proc = _sft(repo, killed, *common, env={"SISU_DEBUG_SIGKILL_AFTER_STEP": "3"}, check=False)
+    _sft(straight, *common)
+    proc = _sft(killed, *common, env={"SISU_DEBUG_SIGKILL_AFTER_STEP": "3"}, check=False)
     assert proc.returncode == -9
-    _sft(repo, killed, *common)
-    a, b = _metrics(straight), _metrics(killed)
+    _sft(killed, *common)
+    a, b = read_metrics(straight), read_metrics(killed)
     assert [m["step"] for m in b] == list(range(1, STEPS + 1))
     assert [m["loss"] for m in b] == [m["loss"] for m in a]  # bitwise on CPU
-    assert a[0]["loss"] != _metrics(runs["one"])[0]["loss"]  # the noise is there
+    assert a[0]["loss"] != read_metrics(runs["one"])[0]["loss"]  # the noise is there
 
 
 def test_resume_refuses_other_data_or_another_world_size(runs, tmp_path):
@@ -301,12 +270,12 @@ def test_resume_refuses_other_data_or_another_world_size(runs, tmp_path):
 
     out = tmp_path / "changed"
     shutil.copytree(runs["one"] / "checkpoints", out / "checkpoints")
-    proc = _sft(runs["repo"], out, "train.max_steps=8", "data.sources.0.max_records=60", check=False)
+    proc = _sft(out, "train.max_steps=8", "data.sources.0.max_records=60", check=False)
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(err) == 1, proc.stderr[-2000:]
     assert "was written for other data: " in err[0] and "(records per source [66, 66] -> [60, 66])" in err[0]
     assert "resume=none" in err[0]
-    proc = _sft(runs["repo"], out, "train.max_steps=8", nproc=2, check=False)
+    proc = _sft(out, "train.max_steps=8", nproc=2, check=False)
     assert proc.returncode != 0
     assert "was written by 1 ranks and this run has 2" in proc.stdout + proc.stderr
 
@@ -327,7 +296,7 @@ def test_a_planted_pickle_in_a_checkpoint_is_refused_not_run(runs, tmp_path):
     shutil.copytree(runs["one"] / "checkpoints", out / "checkpoints")
     newest = sorted((out / "checkpoints").iterdir())[-1]
     (newest / ".metadata").write_bytes(pickle.dumps(Payload()))
-    proc = _sft(runs["repo"], out, "train.max_steps=8", check=False)
+    proc = _sft(out, "train.max_steps=8", check=False)
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(err) == 1, proc.stderr[-2000:]
     assert "not a checkpoint's metadata sisu will load (it refers to posix.system" in err[0]

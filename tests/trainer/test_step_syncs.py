@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from harness import REPO
 
 from runtime.config import load_config
 from trainer.dpo import make_dpo_task
@@ -21,7 +22,6 @@ from trainer.jobs import DPOConfig, SFTConfig
 from trainer.sft import make_sft_task
 from trainer.trainer import Trainer
 
-REPO = Path(__file__).resolve().parents[2]
 SISU = tuple(str(REPO / package) + "/" for package in ("trainer", "data", "losses", "eval"))
 SYNCING = ("item", "tolist", "__float__", "__int__", "__bool__", "cpu", "numpy", "nonzero")
 

@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from harness import REPO
 
 from eval.ifeval.cli import main
-
-REPO = Path(__file__).resolve().parents[3]
 
 # For single-instruction prompts: a response that follows the instruction and one that does not.
 PASS_FAIL = {

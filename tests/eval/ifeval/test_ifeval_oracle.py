@@ -19,8 +19,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from harness import REPO
 
-REPO = Path(__file__).resolve().parents[3]
 SHARED = REPO.parent / "shared"
 os.environ.setdefault("NLTK_DATA", str(SHARED / "nltk_data"))
 
