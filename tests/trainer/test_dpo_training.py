@@ -182,7 +182,7 @@ def test_reference_never_changes_and_gets_no_gradient(tmp_path, monkeypatch):
 
     try:
         trainer.setup()
-        reference = trainer.task.objective.reference
+        reference = trainer.objective.reference
         before = {n: full(p).clone() for n, p in reference.named_parameters()}
         policy_before = {n: full(p).clone() for n, p in trainer.model.named_parameters()}
         trainer.train()
