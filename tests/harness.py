@@ -78,3 +78,21 @@ def pack_examples(examples, *, max_len: int) -> list:
 
     bins = best_fit_decreasing([len(e.input_ids) for e in examples], capacity=max_len)
     return [pack_row([examples[i] for i in members]) for members in bins]
+
+
+# Tiny random-init architectures for in-process tests (vocabulary 100).
+TINY_LLAMA = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100}  # fmt: skip
+TINY_BLOOM = {"model_type": "bloom", "hidden_size": 64, "n_head": 4, "n_layer": 2, "vocab_size": 100}
+
+
+def tiny_model(spec: Mapping | None = None, *, attn_implementation: str = "auto", seed: int = 0):
+    """A random-init model of `spec` (TINY_LLAMA by default), seeded, on the CPU, through sisu's own builder."""
+    import torch
+
+    from runtime.model import build_model
+    from runtime.settings import ModelConfig
+
+    torch.manual_seed(seed)
+    cfg = ModelConfig(init_config=dict(spec or TINY_LLAMA), attn_implementation=attn_implementation)
+    return build_model(cfg, device="cpu")

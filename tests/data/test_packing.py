@@ -1,6 +1,6 @@
 import pytest
 import torch
-from harness import pack_examples
+from harness import pack_examples, tiny_model
 
 from data.collate import collate_preference, collate_sft
 from data.packing import (
@@ -13,20 +13,7 @@ from data.tokenize import IGNORE_INDEX, PreferenceExample, SFTExample
 
 
 def _tiny_model():
-    from runtime.model import build_model
-    from runtime.settings import ModelConfig
-
-    torch.manual_seed(0)
-    config = {
-        "model_type": "llama",
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "vocab_size": 100,
-    }
-    return build_model(ModelConfig(init_config=config), device="cpu").double()
+    return tiny_model().double()
 
 
 def _ex(n, start=1, masked=0):

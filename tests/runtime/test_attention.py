@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from harness import pack_examples
+from harness import TINY_BLOOM, TINY_LLAMA, pack_examples, tiny_model
 
 from data.batching import with_label_positions
 from data.collate import collate_preference, collate_sft
@@ -14,25 +14,13 @@ from data.tokenize import IGNORE_INDEX, PreferenceExample, SFTExample
 from losses import sft_loss
 from runtime import attention
 from runtime.attention import check_packing_supported
-from runtime.model import build_model
-from runtime.settings import ModelConfig
 from trainer.forward import model_inputs, pair_logps
 
-BLOOM = {"model_type": "bloom", "hidden_size": 64, "n_head": 4, "n_layer": 2, "vocab_size": 100}
-LLAMA = {
-    "model_type": "llama",
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "vocab_size": 100,
-}
+BLOOM, LLAMA = TINY_BLOOM, TINY_LLAMA
 
 
 def _model(spec, implementation="auto"):
-    torch.manual_seed(0)
-    return build_model(ModelConfig(init_config=spec, attn_implementation=implementation))
+    return tiny_model(spec, attn_implementation=implementation)
 
 
 def _examples(seed=1):
