@@ -53,15 +53,17 @@ def run_identity(
     }
 
 
-def check_record(directory: Path, identity: dict, *, outputs: Sequence[Path], what: str) -> None:
-    """Refuse (one line) to continue `outputs` in `directory` unless its record equals `identity`; nothing is
-    checked while no output holds anything."""
+def check_record(
+    directory: Path, identity: dict, *, outputs: Sequence[Path], what: str, name: str = RECORD
+) -> None:
+    """Refuse (one line) to continue `outputs` in `directory` unless its record (`name`) equals `identity`;
+    nothing is checked while no output holds anything."""
     written = [path for path in outputs if path.is_file() and path.stat().st_size > 0]
     if not written:
         return
-    record = directory / RECORD
+    record = directory / name
     if not record.is_file():
-        reason = f"without a record of the run that made them ({RECORD})"
+        reason = f"without a record of the run that made them ({name})"
     else:
         try:
             earlier = json.loads(record.read_text(encoding="utf-8"))
@@ -90,6 +92,6 @@ def _detail(part: str, earlier: dict, current: dict) -> str:
     return ""
 
 
-def write_record(directory: Path, identity: dict) -> None:
+def write_record(directory: Path, identity: dict, *, name: str = RECORD) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(directory / RECORD, json.dumps(identity, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(directory / name, json.dumps(identity, indent=2, ensure_ascii=False) + "\n")

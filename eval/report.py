@@ -1,4 +1,5 @@
-"""Paper-style tables from evaluation run directories (Table 1/2: EN %, FI %, Resp lang %). No torch."""
+"""Paper-style tables from evaluation run directories (Table 1/2: EN %, FI %, Resp lang %; judge benchmarks' grades
+and win rates beside them). No torch."""
 
 from __future__ import annotations
 
@@ -69,22 +70,52 @@ def _percent(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.2f}"
 
 
+def _grade(scores: dict) -> str:
+    grades = scores.get("grades") or {}
+    if grades.get("mean") is None:
+        return ""
+    ci = grades.get("ci95")
+    return f"{grades['mean']:.2f}" + (f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else "")
+
+
+def _win_rate(scores: dict) -> str:
+    pairwise = scores.get("pairwise") or {}
+    return _percent(pairwise.get("win_rate"))
+
+
 def table_rows(runs: Sequence[RunScores], *, metric: str = "inst_level_strict_acc") -> list[list[str]]:
-    """Header plus one row per run: run, EN (%), FI (%), Resp lang (%)."""
+    """Header plus one row per run: run, EN (%), FI (%), Resp lang (%), and for every judge benchmark any run has
+    (scores.json with kind judge) its mean grade with the 95% interval, its response language rate, and its win rate
+    against the baseline when one was compared."""
     if metric not in METRICS:
         raise ConfigError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
-    rows = [["run", "EN (%)", "FI (%)", "Resp lang (%)"]]
+    judged = sorted({name for run in runs for name, s in run.benchmarks.items() if s.get("kind") == "judge"})
+    compared = {
+        name
+        for run in runs
+        for name, s in run.benchmarks.items()
+        if s.get("kind") == "judge" and s.get("pairwise")
+    }
+    header = ["run", "EN (%)", "FI (%)", "Resp lang (%)"]
+    for name in judged:
+        header += [f"{name} grade (1-10)", f"{name} resp lang (%)"] + (
+            [f"{name} win (%)"] if name in compared else []
+        )
+    rows = [header]
     for run in runs:
         en = run.benchmarks.get("ifeval_en", {})
         fi = run.benchmarks.get("ifeval_fi", {})
-        rows.append(
-            [
-                run.name,
-                _percent(en.get(metric)),
-                _percent(fi.get(metric)),
-                _percent(fi.get("response_language_rate")),
-            ]
-        )
+        row = [
+            run.name,
+            _percent(en.get(metric)),
+            _percent(fi.get(metric)),
+            _percent(fi.get("response_language_rate")),
+        ]
+        for name in judged:
+            scores = run.benchmarks.get(name, {})
+            row += [_grade(scores), _percent(scores.get("response_language_rate"))]
+            row += [_win_rate(scores)] if name in compared else []
+        rows.append(row)
     return rows
 
 

@@ -28,6 +28,16 @@ from eval.generate import (
 )
 from eval.ifeval import Prompt, format_table, score, write_outputs
 from eval.job import generation_job
+from eval.judge.job import (
+    JUDGE_RECORD,
+    answer_files,
+    answer_questions,
+    check_judge_outputs,
+    judge_questions,
+    judge_record,
+    read_baseline,
+    select_questions,
+)
 from eval.language import response_language_rate
 from eval.record import check_record, model_identity, run_identity, write_record
 from eval.report import RunScores, category_accuracies, plot_categories
@@ -100,15 +110,30 @@ def run_eval(cfg: EvalConfig) -> None:
     names = [b.name for b in cfg.benchmarks]
     if len(set(names)) != len(names):
         raise ConfigError(f"eval: benchmark names must be unique, got {names}")
-    benchmarks = [(bench, select_benchmark(bench)) for bench in cfg.benchmarks]  # fail fast on bad files
-    # every rank checks before the process group starts, so a refusal stops all of them alike
+    # every rank reads the benchmarks and checks earlier outputs before the process group starts, so a refusal
+    # stops all of them alike
+    ifeval = [(bench, select_benchmark(bench)) for bench in cfg.benchmarks if bench.kind == "ifeval"]
+    judged = [(bench, select_questions(bench)) for bench in cfg.benchmarks if bench.kind == "judge"]
+    baselines = {bench.name: read_baseline(bench, questions) for bench, questions in judged}
     tokenizer = load_tokenizer(cfg.model)
     template = resolve_eval_template(tokenizer, cfg.template)
     out = Path(cfg.output_dir)
     model = model_identity(cfg.model, seed=cfg.seed)
     records = {bench.name: benchmark_record(cfg, bench, template, model) for bench in cfg.benchmarks}
-    for bench, _selection in benchmarks:
+    for bench, _selection in ifeval:
         check_earlier_responses(out / bench.name, records[bench.name])
+    judge_tokenizer = judge_template = None
+    judge_records = {}
+    if judged:
+        judge_tokenizer = load_tokenizer(cfg.judge.model)
+        judge_template = resolve_eval_template(judge_tokenizer, cfg.judge.template)
+        for bench, questions in judged:
+            bench_dir = out / bench.name
+            check_record(
+                bench_dir, records[bench.name], outputs=answer_files(bench_dir, questions), what="answers"
+            )
+            judge_records[bench.name] = judge_record(cfg, bench, judge_template, records[bench.name])
+            check_judge_outputs(bench_dir, judge_records[bench.name])
     with generation_job(cfg, out) as info:
         model = load_generation_model(
             cfg.model, sharding=cfg.sharding, info=info, vocab_size=len(tokenizer), seed=cfg.seed
@@ -122,7 +147,7 @@ def run_eval(cfg: EvalConfig) -> None:
                 f" and at {list(stops.strings)}" if stops.strings else "",
             )
         results = {}
-        for bench, selection in benchmarks:
+        for bench, selection in ifeval:
             prompts = selection.prompts
             bench_dir = out / bench.name
             if info.is_main:
@@ -148,8 +173,44 @@ def run_eval(cfg: EvalConfig) -> None:
             )
             if info.is_main:
                 results[bench.name] = score_benchmark(bench, prompts, rows, bench_dir)
+        answers = {}
+        for bench, questions in judged:
+            bench_dir = out / bench.name
+            if info.is_main:
+                write_record(bench_dir, records[bench.name])
+                logger.info(
+                    "%s: %d questions (%s), answered turn by turn", bench.name, len(questions), bench.path
+                )
+            answers[bench.name] = answer_questions(model, tokenizer, template, stops, questions, bench=bench,
+                                                   bench_dir=bench_dir, cfg=cfg, info=info)  # fmt: skip
+        if judged:
+            del model  # the judge takes its place (a 70B judge after a 34B model on the same devices)
+            release_memory()
+            judge = load_generation_model(cfg.judge.model, sharding=cfg.judge.sharding, info=info,
+                                          vocab_size=len(judge_tokenizer), seed=cfg.seed)  # fmt: skip
+            judge_stops = stops_for(judge_tokenizer, judge, end_of_turn=judge_template.end_of_turn)
+            for bench, questions in judged:
+                bench_dir = out / bench.name
+                if info.is_main:
+                    write_record(bench_dir, judge_records[bench.name], name=JUDGE_RECORD)
+                scores = judge_questions(judge, judge_tokenizer, judge_template, judge_stops, questions,
+                                         answers[bench.name], baselines[bench.name], bench=bench,
+                                         bench_dir=bench_dir, cfg=cfg, info=info)  # fmt: skip
+                if info.is_main:
+                    results[bench.name] = scores
         if info.is_main:
             write_summaries(out, results)
+
+
+def release_memory() -> None:
+    """Return what a freed model held to the allocator and the device."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def score_benchmark(bench: BenchmarkConfig, prompts: list[Prompt], rows: list[dict], bench_dir: Path) -> dict:
@@ -175,6 +236,17 @@ def score_benchmark(bench: BenchmarkConfig, prompts: list[Prompt], rows: list[di
     return summary
 
 
+def judge_scalars(summary: dict) -> dict[str, float]:
+    """The numbers of a judge benchmark's scores.json that TensorBoard shows."""
+    out = {"response_language_rate": summary["response_language_rate"]}
+    if summary["grades"]["mean"] is not None:
+        out["grade"] = summary["grades"]["mean"]
+    pairwise = summary.get("pairwise")
+    if pairwise and pairwise["win_rate"] is not None:
+        out["win_rate"] = pairwise["win_rate"]
+    return out
+
+
 def write_summaries(out: Path, results: dict[str, dict]) -> None:
     """TensorBoard scalars and the per-category chart for this run."""
     try:
@@ -182,6 +254,10 @@ def write_summaries(out: Path, results: dict[str, dict]) -> None:
 
         writer = SummaryWriter(log_dir=str(out / "tb"))
         for name, summary in results.items():
+            if summary.get("kind") == "judge":
+                for key, value in judge_scalars(summary).items():
+                    writer.add_scalar(f"eval/{name}/{key}", value, 0)
+                continue
             for key in (
                 "inst_level_strict_acc",
                 "inst_level_loose_acc",
@@ -196,7 +272,9 @@ def write_summaries(out: Path, results: dict[str, dict]) -> None:
     except ImportError:
         logger.warning("tensorboard is not installed; no eval scalars written")
     run = RunScores(out.name, out, dict(results))
-    series = {name: category_accuracies(run, name) for name in results}
+    series = {
+        name: category_accuracies(run, name) for name in results if results[name].get("kind") != "judge"
+    }
     chart = plot_categories(series, out / "categories.png", title=f"IFEval by category: {out.name}")
     if chart is not None:
         logger.info("per-category chart: %s", chart)

@@ -1,4 +1,5 @@
-"""Paper-style table (EN %, FI %, Resp lang %) and per-category figure from eval output directories.
+"""Paper-style table (EN %, FI %, Resp lang %; judge benchmarks' grades and win rates) and per-category figure from
+eval output directories.
 
     python launch/report.py outputs/demo/eval_sft outputs/demo/eval_dpo --out report.md [--metric inst_level_strict_acc]
 
@@ -53,7 +54,10 @@ def main(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     out = Path(args.out)
-    markdown = f"IFEval, {args.metric.replace('_', ' ')} (%)\n\n" + to_markdown(rows)
+    title = f"IFEval, {args.metric.replace('_', ' ')} (%)"
+    if any("grade" in column for column in rows[0]):
+        title += "; judge benchmarks: mean grade (1-10) [95% interval], response language, win rate (ties half)"
+    markdown = f"{title}\n\n" + to_markdown(rows)
     atomic_write_text(out, markdown)
     atomic_write_text(out.with_suffix(".csv"), to_csv(rows))
     series = {}

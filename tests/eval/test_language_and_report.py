@@ -127,3 +127,23 @@ def test_report_names_runs_by_the_part_of_their_paths_that_differs(tmp_path, rep
         timeout=120,
     )
     assert same.returncode == 2 and "--names must be distinct" in same.stderr
+
+
+def test_judge_benchmarks_get_their_columns_beside_ifeval(tmp_path):
+    """A run with a judge benchmark (scores.json with kind judge) adds its grade with the interval and its response
+    language; a win rate only where some run compared with a baseline; runs without it leave the cells empty."""
+    sft = _fixture_run(tmp_path, "sft", 0.40, 0.34, 0.95)
+    dpo = _fixture_run(tmp_path, "dpo", 0.44, 0.37, 0.96)
+    judged = {"kind": "judge", "response_language_rate": 0.875,
+              "grades": {"mean": 6.25, "ci95": [5.5, 7.0]}, "pairwise": None}  # fmt: skip
+    (sft / "mtbench_fi").mkdir()
+    (sft / "mtbench_fi" / "scores.json").write_text(json.dumps(judged))
+    (dpo / "mtbench_fi").mkdir()
+    compared = {**judged, "grades": {"mean": 7.0, "ci95": None}, "pairwise": {"win_rate": 0.625}}
+    (dpo / "mtbench_fi" / "scores.json").write_text(json.dumps(compared))
+    plain = _fixture_run(tmp_path, "base", 0.30, 0.20, 0.80)
+    rows = table_rows([load_run(sft), load_run(dpo), load_run(plain)])
+    assert rows[0][4:] == ["mtbench_fi grade (1-10)", "mtbench_fi resp lang (%)", "mtbench_fi win (%)"]
+    assert rows[1][4:] == ["6.25 [5.5, 7.0]", "87.50", ""]
+    assert rows[2][4:] == ["7.00", "87.50", "62.50"]
+    assert rows[3][4:] == ["", "", ""]

@@ -1,0 +1,1 @@
+"""Open-ended evaluation with a judge model (MT-Bench style): questions, prompts, scoring, the benchmark job."""
