@@ -12,7 +12,7 @@ STAMP := $(VENV)/.sisu-installed-$(shell cat setup.cfg pyproject.toml $(LOCK) | 
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test test-latest lock lint demo clean
+.PHONY: setup test test-latest lock lint demo demo-judge clean
 
 setup: $(STAMP)
 
@@ -79,6 +79,19 @@ demo: setup $(DEMO_MODEL)
 	echo "  exported models: $(DEMO_OUT)/sft/final/, $(DEMO_OUT)/dpo/final/ (AutoModelForCausalLM.from_pretrained)" && \
 	echo "  IFEval:          $(DEMO_OUT)/eval_{sft,dpo}/<benchmark>/{responses,verdicts}.jsonl, scores.json" && \
 	echo "  report:          $(DEMO_OUT)/report.md, report.csv, report_categories.png"
+
+# The judge benchmarks on the demo models (after `make demo`): SmolLM2 answers and SmolLM2 judges, the DPO model
+# also against the SFT model's answers; the plumbing only (recipes/demo/judge.yaml says why).
+demo-judge: setup $(DEMO_MODEL)
+	@test -d $(DEMO_OUT)/sft/final && test -d $(DEMO_OUT)/dpo/final || { echo "run make demo first"; exit 1; }
+	@start=$$(date +%s); \
+	$(TORCHRUN) launch/eval.py --config recipes/demo/judge.yaml model.path=$(DEMO_OUT)/sft/final \
+	  output_dir=$(DEMO_OUT)/judge_sft && \
+	$(TORCHRUN) launch/eval.py --config recipes/demo/judge.yaml model.path=$(DEMO_OUT)/dpo/final \
+	  output_dir=$(DEMO_OUT)/judge_dpo benchmarks.0.baseline=$(DEMO_OUT)/judge_sft/mtbench_fi/answers.jsonl && \
+	$(PY) launch/report.py $(DEMO_OUT)/judge_sft $(DEMO_OUT)/judge_dpo --names demo-SFT demo-DPO \
+	  --out $(DEMO_OUT)/report_judge.md && \
+	echo "demo-judge finished in $$(( $$(date +%s) - start )) s; table in $(DEMO_OUT)/report_judge.md"
 
 clean:
 	rm -rf $(VENV) .venv-latest outputs .pytest_cache

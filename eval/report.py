@@ -71,11 +71,14 @@ def _percent(value: float | None) -> str:
 
 
 def _grade(scores: dict) -> str:
+    """`6.25 [5.5, 7.0] (14/16)`: the mean grade, its 95% interval, and how many answers it covers of all (the
+    rest are parse failures)."""
     grades = scores.get("grades") or {}
     if grades.get("mean") is None:
         return ""
     ci = grades.get("ci95")
-    return f"{grades['mean']:.2f}" + (f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else "")
+    covered = f" ({grades['num']}/{grades['num_judgements']})" if "num_judgements" in grades else ""
+    return f"{grades['mean']:.2f}" + (f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else "") + covered
 
 
 def _win_rate(scores: dict) -> str:

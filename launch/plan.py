@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", default=None, help=f"use a known architecture: {', '.join(ARCHITECTURES)}")
     parser.add_argument("--reference-arch", default=None, help="DPO: architecture of a different reference")
     parser.add_argument(
+        "--judge-arch", default=None, help="eval with judge benchmarks: the judge's architecture (e.g. llama-3-70b)"
+    )
+    parser.add_argument(
         "--mfu", type=float, default=0.40, help="assumed model FLOP utilisation (default 0.40)"
     )
     parser.add_argument("--margin", type=float, default=0.10, help="share of device memory kept free")
@@ -74,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         peak_tflops=args.peak_tflops,
         arch=args.arch,
         reference_arch=args.reference_arch,
+        judge_arch=args.judge_arch,
         mfu=args.mfu,
         margin=args.margin,
         overhead_gib=args.overhead_gib,

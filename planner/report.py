@@ -101,6 +101,9 @@ class PlanRequest:
     peak_tflops: float | None = None
     arch: str | None = None
     reference_arch: str | None = None
+    judge_arch: str | None = (
+        None  # eval with judge benchmarks: the judge's architecture (None: from its config)
+    )
     mfu: float = 0.40
     margin: float = 0.10
     overhead_gib: float | None = None  # None: 2 GiB on GPU, 0 on CPU
@@ -121,6 +124,9 @@ class PlanResult:
     settings: RunSettings | GenerationSettings
     plan: MemoryPlan  # at the recipe's settings
     budget: float
+    judge_plan: MemoryPlan | None = (
+        None  # eval with judge benchmarks: the judge's phase (the model freed first)
+    )
 
 
 def make_plan(req: PlanRequest) -> PlanResult:
@@ -255,7 +261,8 @@ def generation_settings_from_config(
     cfg: Any, *, job: str, world_size: int, device: str, prompt_tokens: int | None = None
 ) -> GenerationSettings:
     """GenerationSettings of an EvalConfig, TranslateConfig or PairsConfig. Prompt lengths, unless given: eval 1,024
-    tokens (IFEval's longest prompts are far shorter); make_pairs, its max_prompt_tokens (longer prompts are left
+    tokens (IFEval's longest prompts are far shorter; with judge benchmarks at least two questions and a first
+    answer); make_pairs, its max_prompt_tokens (longer prompts are left
     out), with batches of prompts_per_batch x samples_per_prompt sequences; translate, the few-shot prefix and the
     longest segment (`segments.max_chars`) at CHARS_PER_TOKEN, and as new tokens the segment budget
     (length_factor x the segment + extra_new_tokens, at most max_new_tokens)."""
@@ -278,6 +285,9 @@ def generation_settings_from_config(
         default_prompt = own
     else:
         default_prompt = 1024
+        if any(getattr(bench, "kind", "ifeval") == "judge" for bench in cfg.benchmarks):
+            # the second turn of an open-ended question: both questions and the model's first answer
+            default_prompt = max(default_prompt, 2 * 128 + new)
     return GenerationSettings(
         world_size=world_size,
         device=device,
@@ -339,7 +349,50 @@ def _make_generation_plan(req: PlanRequest, job: str, device: Any) -> PlanResult
             break
         largest = batch
     lines.append(f"largest batch that fits (1..{req.max_micro_batch}): {largest}")
-    return PlanResult(lines, arch, settings, plan, budget)
+    judge_plan = None
+    if job == "eval" and any(bench.kind == "judge" for bench in cfg.benchmarks):
+        judge_plan, judge_lines = _judge_phase(
+            cfg, req, world=world, device=device, budget=budget, runtime=runtime
+        )
+        lines += judge_lines
+    return PlanResult(lines, arch, settings, plan, budget, judge_plan)
+
+
+def judge_prompt_tokens(cfg: Any, *, turns: int = 2) -> int:
+    """The judge's longest prompt, estimated: the instructions (256 tokens) and, for a pairwise comparison of the
+    last of `turns` turns, two conversations of `turns` questions (128 tokens each) and answers (up to
+    generation.max_new_tokens each)."""
+    return 256 + 2 * turns * (128 + cfg.generation.max_new_tokens)
+
+
+def _judge_phase(cfg: Any, req: PlanRequest, *, world: int, device: Any, budget: float,
+                 runtime: float | None) -> tuple[MemoryPlan, list[str]]:  # fmt: skip
+    """The judge's generation, planned as its own phase: the evaluated model is freed before it loads."""
+    arch, source = resolve_architecture(cfg.judge.model, arch=req.judge_arch)
+    judge = cfg.judge
+    settings = GenerationSettings(
+        world_size=world,
+        device=device.name,
+        sharding=judge.sharding,
+        batch_size=judge.generation.batch_size,
+        prompt_tokens=judge_prompt_tokens(cfg),
+        new_tokens=judge.generation.max_new_tokens,
+        model_dtype=judge.model.dtype,
+        attn_implementation=judge.model.attn_implementation,
+    )
+    plan = plan_generation(arch, settings, runtime_bytes=runtime)
+    lines = [
+        "judge (loaded after the evaluated model is freed):",
+        f"  {arch.model_type} from {source}: {arch.total_params() / 1e9:.3f}B parameters, {arch.layers} layers, "
+        f"hidden {arch.hidden}, heads {arch.heads} (kv {arch.kv_heads}); sharding {settings.sharding}, batch "
+        f"{settings.batch_size}, prompt {settings.prompt_tokens} tokens (a pairwise turn 2), up to "
+        f"{settings.new_tokens} new tokens",
+    ]
+    for name, value in plan.components.items():
+        lines.append(f"  {name:<48s}{format_gib(value)}")
+    mark = "fits" if plan.peak <= budget else "does NOT fit"
+    lines.append(f"  {'peak (judge)':<48s}{format_gib(plan.peak)}  at the {plan.peak_moment}; {mark}")
+    return plan, lines
 
 
 def _count_data(cfg: Any, job: str) -> tuple[int | None, float | None, str]:

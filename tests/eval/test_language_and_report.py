@@ -135,7 +135,7 @@ def test_judge_benchmarks_get_their_columns_beside_ifeval(tmp_path):
     sft = _fixture_run(tmp_path, "sft", 0.40, 0.34, 0.95)
     dpo = _fixture_run(tmp_path, "dpo", 0.44, 0.37, 0.96)
     judged = {"kind": "judge", "response_language_rate": 0.875,
-              "grades": {"mean": 6.25, "ci95": [5.5, 7.0]}, "pairwise": None}  # fmt: skip
+              "grades": {"mean": 6.25, "ci95": [5.5, 7.0], "num": 14, "num_judgements": 16}, "pairwise": None}  # fmt: skip
     (sft / "mtbench_fi").mkdir()
     (sft / "mtbench_fi" / "scores.json").write_text(json.dumps(judged))
     (dpo / "mtbench_fi").mkdir()
@@ -144,6 +144,6 @@ def test_judge_benchmarks_get_their_columns_beside_ifeval(tmp_path):
     plain = _fixture_run(tmp_path, "base", 0.30, 0.20, 0.80)
     rows = table_rows([load_run(sft), load_run(dpo), load_run(plain)])
     assert rows[0][4:] == ["mtbench_fi grade (1-10)", "mtbench_fi resp lang (%)", "mtbench_fi win (%)"]
-    assert rows[1][4:] == ["6.25 [5.5, 7.0]", "87.50", ""]
+    assert rows[1][4:] == ["6.25 [5.5, 7.0] (14/16)", "87.50", ""]  # two of 16 judgements were parse failures
     assert rows[2][4:] == ["7.00", "87.50", "62.50"]
     assert rows[3][4:] == ["", "", ""]

@@ -619,6 +619,7 @@ def _poro_plan(recipe, *overrides):
             gpus_per_node=8,
             gpu="mi250x",
             arch="poro-34b",  # the SFT/DPO outputs the later recipes start from do not exist here
+            judge_arch="llama-3-70b",  # the judge of eval_mtbench_fi (a placeholder path in the recipe)
         )
     )
 
@@ -634,6 +635,8 @@ def test_every_poro_recipe_fits_32_mi250x_gcds_as_written(recipe, monkeypatch):
         result = _poro_plan(recipe, *([f"reference.mode={mode}"] if mode else []))
         text = "\n".join(result.lines)
         assert result.plan.peak <= result.budget, text
+        if result.judge_plan is not None:  # a 70B judge after the 34B model, on the same 32 GCDs
+            assert result.judge_plan.peak <= result.budget and "70.554B parameters" in text, text
         assert result.arch.model_type == "bloom" and "attention alibi_sdpa" in text
         if mode == "precompute":
             pass_bytes = precompute_phase_bytes(result.arch, result.settings, None)
