@@ -17,7 +17,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 
 from data.config import SourceConfig
 from data.errors import DataError, Unreachable
+from data.files import temp_dir
 from data.io import Part
 from data.mix import rank_key, subset_size
 from data.records import ChatRecord, LoadReport, PreferenceRecord
@@ -66,7 +66,7 @@ def scan_part(task: PartTask) -> dict:
     if done is not None:
         return done
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    tmp = temp_dir(final.parent, prefix=f".{final.name}.")
     report = LoadReport(source=task.source.path)
     offsets, keys = [0], []
     try:

@@ -26,13 +26,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from data.files import temp_dir, temp_file
 from data.tokenize import IGNORE_INDEX, PreferenceExample, SFTExample
 
 logger = logging.getLogger("sisu")
@@ -61,7 +61,7 @@ def _save_array(directory: Path, name: str, array: np.ndarray) -> None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file(path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(data, handle, ensure_ascii=False)
     os.replace(tmp, path)
@@ -114,7 +114,7 @@ def write_shard(
     }
     shards_dir.mkdir(parents=True, exist_ok=True)
     final = shards_dir / shard_name(index)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=shards_dir))
+    tmp = temp_dir(shards_dir, prefix=f".{final.name}.")
     try:
         _save_array(tmp, "tokens.npy", tokens)
         if kind == "sft":
@@ -181,7 +181,7 @@ def finalize(partial: Path, final: Path, *, meta: dict) -> None:
         if len(table):
             table["lang"] = codes[table["lang"]]
         tables.append(table)
-    fd, tmp = tempfile.mkstemp(prefix=".examples.", suffix=".npy", dir=partial)
+    fd, tmp = temp_file(partial, prefix=".examples.", suffix=".npy")
     with os.fdopen(fd, "wb") as handle:
         np.save(
             handle, np.concatenate(tables) if tables else np.zeros(0, table_dtype(kind)), allow_pickle=False

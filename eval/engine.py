@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from data.files import temp_file
 from data.text import format_duration
 from runtime.distributed import all_gather_objects, broadcast_object, rank, world_size
 from runtime.faults import kill_after_round
@@ -50,7 +50,7 @@ def append_rows(path: Path, rows: Sequence[dict]) -> None:
 def rewrite_rows(path: Path, rows: Sequence[dict]) -> None:
     """Replace `path` atomically with `rows` as JSON lines."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", dir=path.parent)
+    fd, tmp = temp_file(path.parent, prefix=f".{path.stem}-")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     os.replace(tmp, path)

@@ -10,12 +10,12 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.errors import SisuError  # noqa: E402
+from data.files import temp_dir  # noqa: E402
 from runtime.model import ModelNotFound  # noqa: E402
 
 logger = logging.getLogger("sisu")
@@ -50,8 +50,7 @@ def convert_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
         str(gguf_path.parent), gguf_file=gguf_path.name, quantization_config=GgufConfig(dequantize=True)
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)
+    tmp = temp_dir(out.parent, prefix=f".{out.name}.")
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

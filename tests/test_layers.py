@@ -83,7 +83,7 @@ def test_the_check_finds_an_arrow_up(tmp_path):
 
 def test_the_ifeval_scorer_never_imports_torch():
     """eval/ifeval scores responses from any engine: pure Python (langdetect only); of sisu it uses only the
-    error types (data/errors.py), and importing it loads no torch."""
+    error types and the file helpers (data/errors.py, data/files.py), and importing it loads no torch."""
     import subprocess
     import sys
 
@@ -92,7 +92,7 @@ def test_the_ifeval_scorer_never_imports_torch():
         for path in sorted((REPO / "eval" / "ifeval").rglob("*.py"))
         for line, module in imported_modules(path)
         if module.split(".")[0] in ("torch", "transformers", "trainer", "runtime", "losses")
-        or (module.split(".")[0] == "data" and module != "data.errors")
+        or (module.split(".")[0] == "data" and module not in ("data.errors", "data.files"))
     ]
     assert heavy == []
     code = "import sys, eval.ifeval, eval.ifeval.cli; print(sorted({m.split('.')[0] for m in sys.modules}))"

@@ -32,6 +32,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from data.errors import ConfigError, SisuError
+from data.files import follow_umask
 from runtime.distributed import barrier, rank
 from runtime.model import DTYPES
 from runtime.parallel import mixed_precision_policy
@@ -61,6 +62,7 @@ def save_rng_state(path: Path) -> None:
         "numpy": json.dumps([name, keys.tolist(), int(pos), int(has_gauss), float(cached)]),
     }
     save_file(tensors, str(path), metadata=metadata)
+    follow_umask(path)  # safetensors writes 0600
 
 
 def load_rng_state(path: Path) -> None:
@@ -329,6 +331,7 @@ def _flush(
     index = len(shards)
     if shards[-1]:
         save_file(shards[-1], str(tmp / f"part-{index:05d}.safetensors"), metadata={"format": "pt"})
+        follow_umask(tmp / f"part-{index:05d}.safetensors")  # safetensors writes 0600
         shards[-1] = {name: None for name in shards[-1]}  # keep the names, drop the tensors
     if not final:
         return

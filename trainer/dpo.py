@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from data.batching import PairBatching
+from data.files import temp_file
 from data.pipeline import DataBundle
 from runtime.attention import check_packing_supported
 from runtime.builder import build_sharded_model
@@ -103,7 +103,7 @@ def precompute_reference_logps(
 
 def _save_tensor(tensor: torch.Tensor, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".ref-", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file(path.parent, prefix=".ref-")
     with os.fdopen(fd, "wb") as handle:
         torch.save(tensor, handle)
     os.replace(tmp, path)

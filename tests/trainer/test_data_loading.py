@@ -75,3 +75,43 @@ def test_two_ranks_share_the_cold_start_and_train_on_what_one_rank_builds(tmp_pa
             tmp_path / "cache2" / stores[0][0] / name
         ).read_bytes()
     assert _losses(one) == pytest.approx(_losses(two), rel=1e-5)  # 1 rank x 2 micro-batches == 2 ranks
+
+
+def test_every_file_a_run_writes_follows_the_umask(tmp_path):
+    """A project's shared directory: what one member's run writes (config, metrics, checkpoint with its RNG state,
+    the export, the tokenized data) the others can read. tempfile and safetensors create private files (0600,
+    folders 0700); sisu gives them the mode the umask allows (022 here: 0644 and 0755)."""
+    import os
+    import stat
+
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    proc = _sft(out, f"data.cache_dir={cache}", "train.max_steps=2", "checkpoint.every_steps=1")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    private = []
+    for root in (out, cache):
+        for path in [root, *root.rglob("*")]:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            wanted = (0o777 if path.is_dir() else 0o666) & ~umask
+            if mode != wanted:
+                private.append(f"{path.relative_to(tmp_path)} {oct(mode)}")
+    assert (out / "final" / "model.safetensors").is_file() and list(out.glob("checkpoints/step_*/rng_rank0.safetensors"))
+    assert private == []
+
+
+@pytest.mark.parametrize("kind", ["empty file", "a directory"])
+def test_bad_data_is_one_line_on_every_rank(tmp_path, kind):
+    """An empty data file, or a directory given as one, under torchrun: every rank stops with the same one line
+    (before, rank 0 printed it and rank 1 died in a barrier with a gloo traceback)."""
+    bad = tmp_path / "chats.jsonl"
+    if kind == "empty file":
+        bad.write_text("\n")
+    else:
+        bad.mkdir()
+    proc = _sft(tmp_path / "run", f"data.sources=[{{path: {bad}, format: messages}}]",
+                f"data.cache_dir={tmp_path / 'cache'}", nproc=2)  # fmt: skip
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode != 0 and errors, proc.stderr[-3000:]
+    assert "[rank" not in proc.stderr and "gloo" not in proc.stderr.lower(), proc.stderr[-3000:]
+    assert len(set(errors)) == 1 and str(bad) in errors[0]
