@@ -12,6 +12,7 @@ from typing import Any
 from eval.record import write_record
 from runtime.config import write_config
 from runtime.distributed import DistInfo, init_distributed, seed_everything, setup_logging, teardown
+from runtime.lock import hold
 
 
 @contextlib.contextmanager
@@ -22,11 +23,11 @@ def generation_job(cfg: Any, out: Path, *, record: dict | None = None) -> Iterat
     try:
         setup_logging(rank=info.rank)
         seed_everything(cfg.seed)
-        if info.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            write_config(cfg, out / "config.yaml")
-            if record is not None:
-                write_record(out, record)
-        yield info
+        with hold(out, is_main=info.is_main):  # one job per output_dir (runtime/lock.py)
+            if info.is_main:
+                write_config(cfg, out / "config.yaml")
+                if record is not None:
+                    write_record(out, record)
+            yield info
     finally:
         teardown()

@@ -7,6 +7,7 @@ runtime -> config on disk -> tokenizer and data -> plan -> model (sharded) -> op
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import signal
@@ -37,6 +38,7 @@ from runtime.distributed import (
     teardown,
 )
 from runtime.flops import model_flops_per_token
+from runtime.lock import hold
 from runtime.metrics import MetricsLogger, Timer, current_rss_bytes, peak_memory_bytes, truncate_metrics
 from runtime.model import prepare_tokenizer
 from runtime.profiling import StepProfiler, named_range
@@ -73,6 +75,7 @@ class Trainer:
         self.expect = expect
         self.output_dir = Path(cfg.output_dir)
         self._stop_signal: int | None = None
+        self._lock = contextlib.ExitStack()
 
     # -- setup -------------------------------------------------------------------------------------------------
 
@@ -84,8 +87,8 @@ class Trainer:
         log_dir = self.output_dir / "logs" if cfg.logging.per_rank_files else None
         setup_logging(rank=self.info.rank, level=cfg.logging.level, log_dir=log_dir)
         seed_everything(cfg.seed)
+        self._lock.enter_context(hold(self.output_dir, is_main=self.info.is_main))  # one job per output_dir
         if self.info.is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
             write_config(cfg, self.output_dir / "config.yaml")
         self.tokenizer, self.template, self.new_token_ids = prepare_tokenizer(cfg.model, cfg.data.template)
         if self.info.is_main:
@@ -430,4 +433,7 @@ class Trainer:
         logger.info("checkpoint: %s", path)
 
     def close(self) -> None:
-        teardown()
+        try:
+            self._lock.close()
+        finally:
+            teardown()

@@ -1,0 +1,79 @@
+"""runtime/lock.py: one job per output directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from harness import run_job
+
+from data.errors import SisuError
+from runtime.lock import LOCK, acquire, release
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid  # gone (and not reused this quickly)
+
+
+def test_a_held_lock_refuses_a_second_holder_and_is_released(tmp_path):
+    path = acquire(tmp_path / "out")
+    holder = json.loads(path.read_text())
+    assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+    with pytest.raises(
+        SisuError, match=rf"^{tmp_path / 'out'} is in use by another job \(pid {os.getpid()} on "
+    ):
+        acquire(tmp_path / "out")
+    release(path)
+    assert not path.exists()
+    release(acquire(tmp_path / "out"))
+
+
+def test_a_stale_lock_is_taken_over_with_a_warning_one_from_another_host_is_not(tmp_path, caplog):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK).write_text(
+        json.dumps({"host": socket.gethostname(), "pid": _dead_pid(), "started": "yesterday"})
+    )
+    with caplog.at_level(logging.WARNING, logger="sisu"):
+        path = acquire(out)
+    assert "removing the stale lock of a job that is gone" in caplog.text
+    release(path)
+    (out / LOCK).write_text(
+        json.dumps({"host": "another-node", "pid": 1, "started": "now", "slurm_job": "42"})
+    )
+    with pytest.raises(
+        SisuError, match="pid 1 on another-node, SLURM job 42, started now.*delete .* if no job runs there"
+    ):
+        acquire(out)
+
+
+def _job_args(script: str, tmp_path) -> list[str]:
+    if script.endswith("sft.py"):
+        return [f"data.cache_dir={tmp_path / 'cache'}", "train.max_steps=1"]
+    return ["seed=3", "benchmarks.1.limit=1"]
+
+
+@pytest.mark.parametrize(
+    ("script", "recipe"),
+    [("launch/sft.py", "recipes/test/tiny_sft.yaml"), ("launch/eval.py", "recipes/test/tiny_judge.yaml")],
+)
+def test_a_job_in_a_busy_folder_is_refused_in_one_line_and_touches_nothing(tmp_path, script, recipe):
+    out = tmp_path / "out"
+    out.mkdir()
+    lock = {"host": socket.gethostname(), "pid": os.getpid(), "started": "now"}  # this test: alive
+    (out / LOCK).write_text(json.dumps(lock))
+    proc = run_job(script, recipe, f"output_dir={out}", *_job_args(script, tmp_path), check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {out} is in use by another job (pid {os.getpid()}"), last
+    assert sorted(p.name for p in out.iterdir()) == [LOCK]  # no config, no metrics, nothing
+    (out / LOCK).write_text(json.dumps({**lock, "pid": _dead_pid()}))
+    again = run_job(script, recipe, f"output_dir={out}", *_job_args(script, tmp_path))
+    assert "removing the stale lock" in again.stdout + again.stderr and not (out / LOCK).exists()
