@@ -79,6 +79,27 @@ def read_launch_env() -> tuple[int, int, int, int] | None:
     return rank, world, local_rank, local_world
 
 
+def restart_count() -> int:
+    """How many times torchrun has restarted the workers of this job (0 on the first attempt and without torchrun)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT") or 0)
+
+
+def attempt_store(world: int, timeout: datetime.timedelta) -> dist.Store | None:
+    """The rendezvous store of this attempt of the worker group; None: torch's own env:// store.
+
+    Under torchrun's agent store (TORCHELASTIC_USE_AGENT_STORE, static rendezvous among others) every attempt
+    meets on the same TCPStore, which keeps the keys of the attempts before: a restarted group then reads a killed
+    worker's gloo addresses and fails to connect ("Connection refused") or waits for it. Keys under a prefix per
+    attempt start each attempt clean.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != str(True):
+        return None
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False, timeout=timeout
+    )
+    return dist.PrefixStore(f"sisu/attempt_{restart_count()}", store)
+
+
 def select_device(local_rank: int, *, prefer_cpu: bool = False, share: bool = False) -> torch.device:
     """CUDA device `local_rank` when a GPU is present (ROCm builds also report as cuda), else CPU.
 
@@ -125,7 +146,14 @@ def init_distributed(
             dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
         else:
             kwargs = {"device_id": device} if backend == "nccl" else {}
-            dist.init_process_group(backend, timeout=timeout, **kwargs)
+            dist.init_process_group(
+                backend,
+                store=attempt_store(world, timeout),
+                rank=rank,
+                world_size=world,
+                timeout=timeout,
+                **kwargs,
+            )
     _COLLECTIVE_DEVICE = device
     info = DistInfo(rank, world, local_rank, local_world, device, backend)
     if info.is_main:
@@ -134,6 +162,11 @@ def init_distributed(
             f"ROCm/HIP {hip}" if hip else (f"CUDA {torch.version.cuda}" if device.type == "cuda" else "CPU")
         )
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        if restart_count():
+            logger.warning(
+                "torchrun restarted the workers (restart %d); resuming from the newest checkpoint",
+                restart_count(),
+            )
         logger.info(
             "world size %d (%d node(s) x %d), backend %s (%s), device %s [%s], torch %s",
             world,

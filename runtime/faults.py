@@ -3,7 +3,7 @@
 - `SISU_DEBUG_NAN_AT_STEPS=3,4`: the loss of those optimizer steps (1-based) is made non-finite, as a
   diverging run's would be (tests of step skipping and `train.max_bad_steps`).
 - `SISU_DEBUG_SIGKILL_AFTER_STEP=N`: rank 0 kills itself with SIGKILL after step N, like `kill -9` or a lost
-  node (tests of exact resume).
+  node (tests of exact resume); only in torchrun's first attempt, so a restarted group runs on.
 - `SISU_DEBUG_KILL_AFTER_ROUNDS=N`: rank 0 of a generation job (eval, translate, make_pairs) kills itself after
   appending its N-th round (tests of resumed outputs).
 - `SISU_DEBUG_BUG_IN_FORWARD=0,1`: the model's forward raises a ValueError on those ranks, as a bug in sisu or in
@@ -18,7 +18,7 @@ import os
 import signal
 from typing import Any
 
-from runtime.distributed import rank
+from runtime.distributed import rank, restart_count
 
 NAN_STEPS = "SISU_DEBUG_NAN_AT_STEPS"
 KILL_AFTER_STEP = "SISU_DEBUG_SIGKILL_AFTER_STEP"
@@ -33,7 +33,7 @@ def nan_loss_at(step: int) -> bool:
 
 def _kill_rank0_if(variable: str, count: int) -> None:
     target = os.environ.get(variable)
-    if target and int(target) == count and rank() == 0:
+    if target and int(target) == count and rank() == 0 and restart_count() == 0:  # a restarted group lives on
         os.kill(os.getpid(), signal.SIGKILL)
 
 
