@@ -95,6 +95,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sisu-elastic-"))
+    print(f"working in {work} (the logs of failed repeats stay there)", file=sys.stderr)
     cache = work / "cache"
     try:
         reference = run(work / "reference", cache, rendezvous="static", kill=False, timeout=args.timeout)
@@ -114,7 +115,9 @@ def main() -> None:
                         and losses(out) == expected
                         and RESTARTED in proc.stdout + proc.stderr
                     )
-                    why = f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}" if not ok else ""
+                    why = "" if ok else f"exit {proc.returncode}, log {out.with_suffix('.log')}"
+                    if not ok:  # kept for a look: the end of both workers' output
+                        out.with_suffix(".log").write_text(proc.stdout + proc.stderr)
                 except subprocess.TimeoutExpired:
                     ok, why = False, f"hung past {args.timeout:.0f} s"
                 seconds.append(round(time.perf_counter() - start, 1))
@@ -128,7 +131,8 @@ def main() -> None:
                     "repeats": args.repeats, "seconds": seconds, "failures": failures}  # fmt: skip
             print(json.dumps(line), flush=True)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(work / "reference", ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -176,7 +176,8 @@ class _TrainJob:
     output_dir: str = option(help="Directory for config.yaml, metrics.jsonl, tb/, checkpoints/ and final/.")
     seed: int = option(42, help="Seed of model init, NEFTune noise and data order.")
     resume: str = option(
-        "auto", help="auto (newest complete checkpoint in OUTPUT_DIR, if any) | none | path to a checkpoint."
+        "auto",
+        help="auto (newest checkpoint in OUTPUT_DIR whose checksums verify, if any; damaged ones are passed over with a warning) | none | path to a checkpoint (refused if damaged).",
     )
     model: ModelConfig = option(help="The model to train.", factory=ModelConfig)
     data: DataConfig = option(help="Training data.", factory=DataConfig)

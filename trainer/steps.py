@@ -56,7 +56,9 @@ def plan_steps(
 ) -> StepPlan:
     train = cfg.train
     grad_accum = check_batch_sizes(
-        global_batch_size=train.global_batch_size, micro_batch_size=train.micro_batch_size, world_size=world_size
+        global_batch_size=train.global_batch_size,
+        micro_batch_size=train.micro_batch_size,
+        world_size=world_size,
     )
     steps_per_epoch = num_examples // train.global_batch_size
     if steps_per_epoch == 0:

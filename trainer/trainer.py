@@ -169,21 +169,47 @@ class Trainer:
         resume = self.cfg.resume
         if resume == "none":
             return None
-        if resume == "auto":
-            found = ckpt.list_checkpoints(self.output_dir / "checkpoints")
-            if not found:
-                return None
-            path = found[-1][1]
-        else:
+        path, verified = self._verified_checkpoint(resume)
+        if path is None:
+            return None
+        saved = verified.trainer_state
+        ckpt.check_same_template(saved, self._template_state(), path=path)
+        ckpt.check_same_run(saved, data=self._data_state(), world_size=self.info.world_size, path=path)
+        state = ckpt.load_checkpoint(path, model=self.model, optimizer=self.optimizer, verified=verified)
+        logger.info("resumed from %s (step %d, epoch %d)", path, state["step"], state["epoch"])
+        return state
+
+    def _verified_checkpoint(self, resume: str) -> tuple[Path | None, Any]:
+        """The checkpoint to resume and its checked contents: resume=auto takes the newest that verifies (and says
+        which it passed over); a checkpoint named by path must verify."""
+        if resume != "auto":
             path = Path(resume)
             if not path.is_dir():
                 raise ConfigError(f"resume={resume}: no such checkpoint directory")
-        saved = ckpt.read_trainer_state(path)
-        ckpt.check_same_template(saved, self._template_state(), path=path)
-        ckpt.check_same_run(saved, data=self._data_state(), world_size=self.info.world_size, path=path)
-        state = ckpt.load_checkpoint(path, model=self.model, optimizer=self.optimizer)
-        logger.info("resumed from %s (step %d, epoch %d)", path, state["step"], state["epoch"])
-        return state
+            match = ckpt.STEP_DIR.match(path.name)
+            problem, verified = ckpt.verify_checkpoint(path, step=int(match.group(1)) if match else None)
+            if problem:
+                raise SisuError(
+                    f"resume={resume}: the checkpoint is damaged ({problem}); resume=auto takes the newest one "
+                    "that verifies, resume=none starts over"
+                )
+            return path, verified
+        root = self.output_dir / "checkpoints"
+        passed_over = []
+        for step, path in reversed(ckpt.list_checkpoints(root)):
+            problem, verified = ckpt.verify_checkpoint(path, step=step)
+            if problem is None:
+                if passed_over:
+                    logger.warning("resuming from %s, the newest checkpoint that verifies", path)
+                return path, verified
+            logger.warning("checkpoint %s is damaged (%s); trying the one before it", path, problem)
+            passed_over.append(f"{path.name}: {problem}")
+        if passed_over:
+            raise SisuError(
+                f"no checkpoint in {root} verifies ({'; '.join(passed_over)}); restore them, or resume=none to "
+                "start over (which overwrites them)"
+            )
+        return None, None
 
     def _data_state(self) -> dict[str, Any]:
         """What the step sequence depends on, as checkpoints record it: the sources, their record counts, the

@@ -96,7 +96,9 @@ def test_every_file_a_run_writes_follows_the_umask(tmp_path):
             wanted = (0o777 if path.is_dir() else 0o666) & ~umask
             if mode != wanted:
                 private.append(f"{path.relative_to(tmp_path)} {oct(mode)}")
-    assert (out / "final" / "model.safetensors").is_file() and list(out.glob("checkpoints/step_*/rng_rank0.safetensors"))
+    assert (out / "final" / "model.safetensors").is_file() and list(
+        out.glob("checkpoints/step_*/rng_rank0.safetensors")
+    )
     assert private == []
 
 

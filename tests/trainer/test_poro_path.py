@@ -31,7 +31,8 @@ def runs(tmp_path_factory):
     logs = {}
     logs["unpacked"] = _launch("launch/sft.py", "--config", SFT, f"output_dir={unpacked}", *common)
     _launch("launch/sft.py", "--config", SFT, f"output_dir={packed}", "data.packing=true", *common)
-    _launch("launch/sft.py",
+    _launch(
+        "launch/sft.py",
         "--config",
         SFT,
         f"output_dir={packed_two}",
@@ -88,7 +89,8 @@ def test_two_process_packed_export_serves_as_trained(runs):
 def test_eval_takes_the_export_with_model_path_alone(repo, runs):
     final = runs["packed_two"] / "final"
     out = runs["root"] / "eval"
-    proc = _launch("launch/eval.py",
+    proc = _launch(
+        "launch/eval.py",
         "--config",
         "recipes/test/tiny_eval.yaml",
         f"model.path={final}",
@@ -105,7 +107,8 @@ def test_eval_takes_the_export_with_model_path_alone(repo, runs):
 def test_packed_dpo_from_the_export_starts_at_ln2(repo, runs):
     final = runs["packed_two"] / "final"
     out = runs["root"] / "dpo"
-    _launch("launch/dpo.py",
+    _launch(
+        "launch/dpo.py",
         "--config",
         "recipes/test/tiny_dpo.yaml",
         f"model.path={final}",

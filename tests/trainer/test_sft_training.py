@@ -1,13 +1,14 @@
 """End-to-end SFT runs of the tiny recipe in subprocesses: parity across ranks/nodes, exact resume, export."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
 
 import pytest
 import torch
-from harness import REPO, job_env, read_metrics, run_job
+from harness import REPO, job_env, launcher, read_metrics, run_job
 from safetensors.torch import load_file
 
 TINY = "recipes/test/tiny_sft.yaml"
@@ -59,7 +60,11 @@ def test_packing_keeps_the_losses_and_cuts_the_padding(runs):
     """Packing works on each optimizer step's own examples: the same examples, target tokens and losses as the
     unpacked run, step for step, in fewer padded slots; 2 processes (whose packed steps can need different
     numbers of micro-batches, evened out with filler batches) equal 1."""
-    one, packed, packed_two = read_metrics(runs["one"]), read_metrics(runs["packed"]), read_metrics(runs["packed_two"])
+    one, packed, packed_two = (
+        read_metrics(runs["one"]),
+        read_metrics(runs["packed"]),
+        read_metrics(runs["packed_two"]),
+    )
     assert [m["num_tokens"] for m in packed] == [m["num_tokens"] for m in one]
     for a, b, c in zip(one, packed, packed_two):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
@@ -117,8 +122,7 @@ def test_two_nodes_on_loopback_equal_two_processes(runs):
 
 def test_exact_resume_after_kill_9(runs):
     out = runs["root"] / "killed"
-    killed = _sft(out, "checkpoint.every_steps=2", env={"SISU_DEBUG_SIGKILL_AFTER_STEP": "3"}, check=False
-    )
+    killed = _sft(out, "checkpoint.every_steps=2", env={"SISU_DEBUG_SIGKILL_AFTER_STEP": "3"}, check=False)
     assert killed.returncode == -9
     assert len(read_metrics(out)) == 3  # steps 1-3 logged; the newest checkpoint is step 2
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_2"]
@@ -282,7 +286,10 @@ def test_resume_refuses_other_data_or_another_world_size(runs, tmp_path):
 
 def test_a_planted_pickle_in_a_checkpoint_is_refused_not_run(runs, tmp_path):
     """A checkpoint directory is shared project storage: a pickle planted there must never run as whoever
-    resumes. DCP's metadata is checked against DCP's own classes first; the RNG state is safetensors."""
+    resumes. It fails its checksum; with the checksum list rewritten to match, DCP's metadata is still checked
+    against DCP's own classes before anything unpickles it; the RNG state is safetensors."""
+    import hashlib
+    import json
     import pickle
     import shutil
 
@@ -294,11 +301,102 @@ def test_a_planted_pickle_in_a_checkpoint_is_refused_not_run(runs, tmp_path):
 
     out = tmp_path / "planted"
     shutil.copytree(runs["one"] / "checkpoints", out / "checkpoints")
-    newest = sorted((out / "checkpoints").iterdir())[-1]
-    (newest / ".metadata").write_bytes(pickle.dumps(Payload()))
+    newest = out / "checkpoints" / "step_6"
+    planted = pickle.dumps(Payload())
+    (newest / ".metadata").write_bytes(planted)
+    proc = _sft(tmp_path / "fresh", "train.max_steps=8", f"resume={newest}", check=False)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr[-2000:]
+    assert err[0].startswith(
+        f"error: resume={newest}: the checkpoint is damaged (.metadata has {len(planted)} bytes, "
+    )
+    manifest = json.loads((newest / "checksums.json").read_text())
+    manifest["files"][".metadata"] = {"sha256": hashlib.sha256(planted).hexdigest(), "bytes": len(planted)}
+    (newest / "checksums.json").write_text(json.dumps(manifest))
     proc = _sft(out, "train.max_steps=8", check=False)
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(err) == 1, proc.stderr[-2000:]
     assert "not a checkpoint's metadata sisu will load (it refers to posix.system" in err[0]
     assert not marker.exists()
     assert sorted(p.name for p in newest.iterdir() if p.name.startswith("rng")) == ["rng_rank0.safetensors"]
+
+
+def ckpt_verifies(path) -> bool:
+    from trainer import integrity
+
+    try:
+        integrity.verify(path, rank=0, world=1, step=int(path.name.split("_")[1]))
+    except integrity.Damaged:
+        return False
+    return True
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(runs, tmp_path):
+    import shutil
+
+    out = tmp_path / "damaged"
+    shutil.copytree(runs["one"] / "checkpoints", out / "checkpoints")
+    shard = out / "checkpoints" / "step_6" / "__0_0.distcp"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 3] ^= 0x10  # one flipped bit in a weight
+    shard.write_bytes(bytes(data))
+    proc = _sft(out)
+    log = proc.stdout + proc.stderr
+    assert f"checkpoint {out}/checkpoints/step_6 is damaged (__0_0.distcp does not match its checksum)" in log
+    assert f"resuming from {out}/checkpoints/step_4, the newest checkpoint that verifies" in log
+    resumed, straight = read_metrics(out), read_metrics(runs["one"])
+    assert [m["step"] for m in resumed] == [5, 6]
+    assert [(m["loss"], m["grad_norm"]) for m in resumed] == [
+        (m["loss"], m["grad_norm"]) for m in straight[4:]
+    ]
+    assert ckpt_verifies(out / "checkpoints" / "step_6")  # written again, whole
+
+
+def test_every_checkpoint_damaged_is_refused_in_one_line(runs, tmp_path):
+    import shutil
+
+    out = tmp_path / "all_damaged"
+    shutil.copytree(runs["one"] / "checkpoints", out / "checkpoints")
+    size = (out / "checkpoints" / "step_6" / "trainer_state.json").stat().st_size
+    (out / "checkpoints" / "step_6" / "trainer_state.json").write_text("{")
+    (out / "checkpoints" / "step_4" / "rng_rank0.safetensors").unlink()
+    proc = _sft(out, "train.max_steps=8", check=False)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr[-2000:]
+    assert err[0] == (
+        f"error: no checkpoint in {out}/checkpoints verifies (step_6: trainer_state.json has 1 bytes, {size} were "
+        "written; step_4: rng_rank0.safetensors is missing); restore them, or resume=none to start over (which "
+        "overwrites them)"
+    )
+    assert not (out / "metrics.jsonl").exists()
+
+
+def test_a_full_disk_while_checkpointing_stops_every_rank_in_one_line(runs, tmp_path):
+    """A real failed write under torchrun: RLIMIT_FSIZE makes every write past 300 kB fail with EFBIG, as a
+    full disk fails with ENOSPC: the checkpoint shards (~600 kB a rank) cannot be written, the small files can."""
+    import resource
+    import signal
+
+    out = tmp_path / "full"
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the failed write returns EFBIG instead of killing
+
+    _sft(tmp_path / "warm", "train.max_steps=1")  # tokenizes, unlimited
+    command = [*launcher(2), "launch/sft.py", "--config", TINY, f"output_dir={out}", f"train.max_steps={STEPS}",
+               f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    proc = subprocess.run(command, cwd=REPO, env=job_env(), capture_output=True, text=True, timeout=600,
+                          preexec_fn=limit_file_size)  # fmt: skip
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if "could not write checkpoint" in line]
+    assert len(lines) == 2, proc.stderr[-3000:]
+    assert all(f"could not write checkpoint {out}/checkpoints/step_4 (rank " in line for line in lines)
+    written = re.compile(
+        r"(File too large|could not be written in full).* GB free there\); no earlier checkpoint: "
+    )
+    assert all(written.search(line) for line in lines), lines
+    assert not [line for line in proc.stderr.splitlines() if line.startswith("[rank") and "Traceback" in line]
+    assert "ignoring incomplete checkpoint" not in proc.stdout + proc.stderr
+    assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
+    assert [m["step"] for m in read_metrics(out)] == [1, 2, 3, 4]
