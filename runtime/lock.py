@@ -4,9 +4,9 @@ Two jobs writing into one `output_dir` interleave their metrics rows and delete 
 making. Every job (training and generation) takes `OUTPUT_DIR/.sisu.lock` when it starts (created exclusively,
 with the holder's host, pid, start time and SLURM job id) and removes it when it ends, however it ends. A second
 job finds the lock and stops with one line naming the holder; a lock whose holder is gone (the same host, no such
-process: a job killed with -9, a node that rebooted before the file was cleaned up on this host) is stale: it is
-reported with a warning and taken over. A lock from another host cannot be checked from here: the line says to
-delete it when no job runs there.
+process: a job killed with -9), or one left by an earlier attempt of the same job (torchrun restarted the group, or
+SLURM requeued the job; rank 0 may now be on another node) is stale: it is reported with a warning and taken over.
+Any other lock from another host cannot be checked from here: the line says to delete it when no job runs there.
 """
 
 from __future__ import annotations
@@ -38,6 +38,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _attempt() -> int:
+    """Which attempt of its job this process is: torchrun's restarts plus SLURM's requeues."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT") or 0) + int(
+        os.environ.get("SLURM_RESTART_COUNT") or 0
+    )
+
+
+def _earlier_attempt_of_this_job(holder: dict, me: dict) -> bool:
+    """A lock left by an earlier attempt of this very job (a restarted torchrun group or a requeued SLURM job,
+    whose rank 0 may now run on another node): its holder is gone, since the attempt was restarted."""
+    same_job = (me["slurm_job"] is not None and holder.get("slurm_job") == me["slurm_job"]) or (
+        me["elastic_run"] not in (None, "", "none") and holder.get("elastic_run") == me["elastic_run"]
+    )
+    return same_job and isinstance(holder.get("attempt"), int) and holder["attempt"] < me["attempt"]
+
+
 def _holder(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -55,20 +71,24 @@ def acquire(directory: Path) -> Path:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "slurm_job": os.environ.get("SLURM_JOB_ID"),
         "command": " ".join(sys.argv[:3]),
+        "elastic_run": os.environ.get("TORCHELASTIC_RUN_ID"),
+        "attempt": _attempt(),
     }
     for _ in range(3):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
             holder = _holder(path)
-            if (
+            gone = (
                 holder.get("host") == me["host"]
                 and isinstance(holder.get("pid"), int)
                 and not _alive(holder["pid"])
-            ):
+            )
+            if gone or _earlier_attempt_of_this_job(holder, me):
                 logger.warning(
-                    "%s: removing the stale lock of a job that is gone (pid %s, started %s)",
-                    path, holder["pid"], holder.get("started"),
+                    "%s: removing the stale lock of a job that is gone (pid %s on %s, started %s%s)",
+                    path, holder.get("pid"), holder.get("host"), holder.get("started"),
+                    "" if gone else ", an earlier attempt of this job",
                 )  # fmt: skip
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()

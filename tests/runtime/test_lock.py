@@ -77,3 +77,30 @@ def test_a_job_in_a_busy_folder_is_refused_in_one_line_and_touches_nothing(tmp_p
     (out / LOCK).write_text(json.dumps({**lock, "pid": _dead_pid()}))
     again = run_job(script, recipe, f"output_dir={out}", *_job_args(script, tmp_path))
     assert "removing the stale lock" in again.stdout + again.stderr and not (out / LOCK).exists()
+
+
+def test_a_lock_of_an_earlier_attempt_of_this_job_is_taken_over_from_any_host(tmp_path, monkeypatch, caplog):
+    """A restarted torchrun group or a requeued SLURM job may get rank 0 on another node: its own earlier lock is
+    stale; the lock of a same-attempt holder, or of another job, on another host is not."""
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-17")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    earlier = {"host": "node-a", "pid": 1, "started": "then", "elastic_run": "job-17", "attempt": 0}
+    (out / LOCK).write_text(json.dumps(earlier))
+    with caplog.at_level(logging.WARNING, logger="sisu"):
+        path = acquire(out)
+    assert "pid 1 on node-a, started then, an earlier attempt of this job" in caplog.text
+    release(path)
+    for other in ({**earlier, "attempt": 1}, {**earlier, "elastic_run": "job-18"}):
+        (out / LOCK).write_text(json.dumps(other))
+        with pytest.raises(SisuError, match="is in use by another job"):
+            acquire(out)
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID")
+    monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    (out / LOCK).write_text(json.dumps({"host": "node-b", "pid": 9, "slurm_job": "4242", "attempt": 1}))
+    release(acquire(out))
