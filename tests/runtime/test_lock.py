@@ -104,3 +104,40 @@ def test_a_lock_of_an_earlier_attempt_of_this_job_is_taken_over_from_any_host(tm
     monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
     (out / LOCK).write_text(json.dumps({"host": "node-b", "pid": 9, "slurm_job": "4242", "attempt": 1}))
     release(acquire(out))
+
+
+def test_a_second_job_while_the_first_runs_is_refused_and_the_first_finishes(tmp_path):
+    """Two real jobs: the second starts while the first trains in the same output_dir."""
+    import time
+
+    from harness import REPO, job_env, launcher
+
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    run_job("launch/sft.py", "recipes/test/tiny_sft.yaml", f"output_dir={tmp_path / 'warm'}",
+            f"data.cache_dir={cache}", "train.max_steps=1")  # fmt: skip
+    first = subprocess.Popen(
+        [*launcher(1), "launch/sft.py", "--config", "recipes/test/tiny_sft.yaml", f"output_dir={out}",
+         f"data.cache_dir={cache}", "train.max_steps=60", "train.epochs=10", "checkpoint.every_steps=null"],
+        cwd=REPO, env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.2)
+        assert (out / LOCK).exists() and first.poll() is None
+        started = json.loads((out / LOCK).read_text())["started"]
+        second = run_job("launch/sft.py", "recipes/test/tiny_sft.yaml", f"output_dir={out}",
+                         f"data.cache_dir={cache}", "train.max_steps=60", "train.epochs=10", check=False)  # fmt: skip
+        assert second.returncode == 2
+        assert second.stderr.strip().splitlines() == [
+            f"error: {out} is in use by another job (pid {first.pid} on {socket.gethostname()}, started "
+            f"{started}): wait for it, use another output_dir, or delete "
+            f"{out / LOCK} if no job runs there"
+        ]
+        log, _ = first.communicate(timeout=300)
+    finally:
+        first.kill()
+    assert first.returncode == 0, log[-2000:]
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 61))  # one job's rows, none interleaved
+    assert not (out / LOCK).exists()
