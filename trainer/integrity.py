@@ -9,8 +9,8 @@ the agreed verdict is the first problem of any rank, so every rank falls back (o
 What is checked is what is loaded: `.metadata`, `trainer_state.json` and the RNG state are read once into memory,
 checked, and parsed from those bytes (DCP is handed the parsed metadata and never opens the file again). The
 shards are too large for memory: they are hashed, and their inode, size and modification time taken then must be
-the same after DCP has read them, else the resume stops. Hashing reads each rank's shards once (about 1-2 GB/s a
-rank), on save and on resume.
+the same after DCP has read them, else the resume stops. Hashing reads each rank's shards once on save and once on
+resume (SHA-256: 1.45 GB/s on one CPU core, README "What clusters do to a run").
 """
 
 from __future__ import annotations
