@@ -196,13 +196,15 @@ class Trainer:
             return path, verified
         root = self.output_dir / "checkpoints"
         passed_over = []
-        for step, path in reversed(ckpt.list_checkpoints(root)):
+        candidates = list(reversed(ckpt.list_checkpoints(root)))
+        for index, (step, path) in enumerate(candidates):
             problem, verified = ckpt.verify_checkpoint(path, step=step)
             if problem is None:
                 if passed_over:
                     logger.warning("resuming from %s, the newest checkpoint that verifies", path)
                 return path, verified
-            logger.warning("checkpoint %s is damaged (%s); trying the one before it", path, problem)
+            then = "trying the one before it" if index + 1 < len(candidates) else "it is the oldest"
+            logger.warning("checkpoint %s is damaged (%s); %s", path, problem, then)
             passed_over.append(f"{path.name}: {problem}")
         if passed_over:
             raise SisuError(

@@ -368,6 +368,11 @@ def test_every_checkpoint_damaged_is_refused_in_one_line(runs, tmp_path):
         "written; step_4: rng_rank0.safetensors is missing); restore them, or resume=none to start over (which "
         "overwrites them)"
     )
+    assert (
+        "step_6 is damaged (trainer_state.json has 1 bytes" in proc.stdout
+        and "trying the one before" in proc.stdout
+    )
+    assert "step_4 is damaged (rng_rank0.safetensors is missing); it is the oldest" in proc.stdout
     assert not (out / "metrics.jsonl").exists()
 
 
