@@ -9,6 +9,7 @@ every line prefixed with the rank on a multi-rank job, and exit status 1.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -56,6 +57,9 @@ def exit_process(code: int) -> NoReturn:
     sys.exit(code)
 
 
+FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # no space, over quota, past the file-size limit
+
+
 def user_error(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
@@ -84,6 +88,16 @@ def run_job(
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         user_error(message)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in FULL:
+            report_bug(traceback.format_exc())
+            return 1
+        # a full disk anywhere else (a metrics row, an eval output, the data cache): the machine's, not a bug
+        where = f" writing {exc.filename}" if exc.filename else ""
+        user_error(
+            f"the disk is full{where} ({exc.strerror}); free space and run again (resume=auto continues)"
+        )
+        return 2
     except Exception:  # noqa: BLE001 - a bug: report it whole (the rank says which process), then exit 1
         report_bug(traceback.format_exc())
         return 1

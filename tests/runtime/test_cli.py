@@ -56,7 +56,9 @@ def test_every_torchrun_job_leaves_through_exit_process(job):
     assert calls == ["exit_process(main())"], calls
 
 
-def _tiny_sft(tmp_path, *overrides: str, nproc: int, env_extra: dict[str, str]) -> subprocess.CompletedProcess:
+def _tiny_sft(
+    tmp_path, *overrides: str, nproc: int, env_extra: dict[str, str]
+) -> subprocess.CompletedProcess:
     return run_job("launch/sft.py", "recipes/test/tiny_sft.yaml", f"output_dir={tmp_path / 'out'}",
                    f"data.cache_dir={tmp_path / 'cache'}", "train.max_steps=2", *overrides, nproc=nproc, env=env_extra,
                    check=False)  # fmt: skip
@@ -74,7 +76,9 @@ def test_a_bug_keeps_its_traceback_and_names_its_rank(tmp_path, nproc):
         assert f"{prefix}Traceback (most recent call last):" in proc.stderr, proc.stderr[-3000:]
         assert f"{prefix}ValueError: planted bug in the forward of rank" in proc.stderr
         lines = [line for line in proc.stderr.splitlines() if line.startswith(prefix + "  File ")]
-        assert any("runtime/faults.py" in line for line in lines) and any("trainer/trainer.py" in line for line in lines)
+        assert any("runtime/faults.py" in line for line in lines) and any(
+            "trainer/trainer.py" in line for line in lines
+        )
     assert "error: planted bug" not in proc.stderr  # never printed as a refusal
 
 
@@ -87,3 +91,31 @@ def test_a_refusal_is_one_line_and_exit_2_on_every_rank(tmp_path):
     assert bad.returncode != 0 and "[rank0] Traceback" not in bad.stderr and "ConfigError" not in bad.stderr
     # each rank refuses before any process group; torchrun may stop the second before it has printed its line
     assert errors and all("is not divisible by train.micro_batch_size (3)" in e for e in errors), bad.stderr
+
+
+def test_a_full_disk_outside_checkpoints_is_one_line_not_a_traceback(tmp_path):
+    """A real failed write: RLIMIT_FSIZE 2,000 bytes lets the config (1.8 kB) be written but not the sixth row of
+    metrics.jsonl (~350 bytes a row); the job says so in one line and exits 2."""
+    import resource
+    import signal
+
+    from harness import job_env, launcher
+
+    warm = _tiny_sft(tmp_path / "warm", nproc=1, env_extra={})  # the tokenized cache, without a limit
+    assert warm.returncode == 0, warm.stderr[-2000:]
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2_000, 2_000))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the failed write returns EFBIG instead of killing
+
+    out = tmp_path / "full"
+    command = [*launcher(1), "launch/sft.py", "--config", "recipes/test/tiny_sft.yaml", f"output_dir={out}",
+               f"data.cache_dir={tmp_path / 'warm' / 'cache'}", "checkpoint.every_steps=null",
+               "logging.tensorboard=false"]  # fmt: skip
+    proc = subprocess.run(command, cwd=REPO, env=job_env(), capture_output=True, text=True, timeout=600,
+                          preexec_fn=limit_file_size)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines() == [
+        "error: the disk is full (File too large); free space and run again (resume=auto continues)"
+    ]
+    assert not (out / ".sisu.lock").exists()  # released on the way out
