@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import harness  # noqa: E402
+
+REPO = harness.REPO
 SFT, DPO, BLOOM = (
     "recipes/test/tiny_sft.yaml",
     "recipes/test/tiny_dpo.yaml",
@@ -45,7 +48,7 @@ NOT_COMPARED = {"tokens_per_second", "pairs_per_second", "step_seconds", "elapse
 
 def run_all(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = harness.child_env()
     for name, (processes, job, recipe, overrides) in RUNS.items():
         launcher = [sys.executable]
         if processes > 1:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -23,7 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import harness  # noqa: E402
+
+REPO = harness.REPO
 RECIPE = "recipes/test/tiny_sft.yaml"
 STEPS, EVERY, KILL_AFTER = 40, 5, 12
 COMPARED = ("step", "loss", "grad_norm", "lr", "tokens", "epoch")
@@ -59,11 +62,12 @@ def torchrun(rendezvous: str, *, max_restarts: int) -> list[str]:
 
 
 def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The benchmarks' child environment, without the variables of a torchrun this script may run under."""
     drop = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("TORCHELASTIC_")}
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
-    env.update(extra or {})
-    return env
+    env = {
+        k: v for k, v in harness.child_env().items() if k not in drop and not k.startswith("TORCHELASTIC_")
+    }
+    return {**env, "OMP_NUM_THREADS": "1", **(extra or {})}
 
 
 def run(

@@ -187,6 +187,16 @@ def make_sft_records(num: int, *, seed: int = 0) -> list[dict[str, Any]]:
     return list(iter_sft_records(num, seed=seed))
 
 
+def _maybe_system_prompt(rng: random.Random, messages: list[dict[str, str]]) -> float:
+    """A system prompt in 30% of conversations (appended to `messages`); the tokens it, or the template's default
+    system prompt, adds."""
+    if rng.random() < 0.3:
+        system = rng.choice(SYSTEM_PROMPTS)
+        messages.append({"role": "system", "content": system})
+        return TOKENS_PER_MESSAGE + round(len(system.split()) * TOKENS_PER_WORD)
+    return DEFAULT_SYSTEM_TOKENS
+
+
 def iter_sft_records(num: int, *, seed: int = 0) -> Iterator[dict[str, Any]]:
     """The rows of `make_sft_records`, one at a time (for files of any size)."""
     for index in range(num):
@@ -195,12 +205,7 @@ def iter_sft_records(num: int, *, seed: int = 0) -> Iterator[dict[str, Any]]:
         turns = rng.choices((1, 2, 3), weights=(6, 3, 1))[0]
         messages: list[dict[str, str]] = []
         overhead = 2 * turns * TOKENS_PER_MESSAGE
-        if rng.random() < 0.3:
-            system = rng.choice(SYSTEM_PROMPTS)
-            messages.append({"role": "system", "content": system})
-            overhead += TOKENS_PER_MESSAGE + round(len(system.split()) * TOKENS_PER_WORD)
-        else:
-            overhead += DEFAULT_SYSTEM_TOKENS
+        overhead += _maybe_system_prompt(rng, messages)
         content = max(20.0, total - overhead)
         user_share = rng.uniform(0.1, 0.35)
         weights = [rng.uniform(0.5, 1.5) for _ in range(turns)]
@@ -232,12 +237,7 @@ def make_preference_records(num: int, *, seed: int = 0, max_prompt_tokens: int =
         prompt_tokens = min(prompt_cap, max(24, round(total * rng.uniform(0.15, 0.45))))
         prompt: list[dict[str, str]] = []
         overhead = 2 * TOKENS_PER_MESSAGE  # the user turn and the generation prompt
-        if rng.random() < 0.3:
-            system = rng.choice(SYSTEM_PROMPTS)
-            prompt.append({"role": "system", "content": system})
-            overhead += TOKENS_PER_MESSAGE + round(len(system.split()) * TOKENS_PER_WORD)
-        else:
-            overhead += DEFAULT_SYSTEM_TOKENS
+        overhead += _maybe_system_prompt(rng, prompt)
         if prompt_tokens - overhead > 120 and rng.random() < 0.3:  # an earlier exchange
             earlier = (prompt_tokens - overhead) * 0.5
             prompt.append(

@@ -40,3 +40,17 @@ def temp_dir(directory: str | os.PathLike | None, *, prefix: str = ".") -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=directory))
     follow_umask(path)
     return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write via a temporary file in the same directory and rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = temp_file(path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

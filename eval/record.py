@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from data.errors import SisuError
-from runtime.config import atomic_write_text
+from data.files import atomic_write_text
 from runtime.fingerprint import model_fingerprint
 
 RECORD = "run.json"

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 from data.errors import ConfigError, DataError
+from data.files import atomic_write_text
 from data.templates import ChatTemplate
 from eval.benchmarks import read_benchmark_prompts
 from eval.config import BenchmarkConfig, EvalConfig
@@ -41,7 +42,6 @@ from eval.judge.job import (
 from eval.language import response_language_rate
 from eval.record import check_record, model_identity, run_identity, write_record
 from eval.report import RunScores, category_accuracies, plot_categories
-from runtime.config import atomic_write_text
 from runtime.model import load_tokenizer
 
 logger = logging.getLogger("sisu")

@@ -14,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.errors import SisuError  # noqa: E402
+from data.files import atomic_write_text  # noqa: E402
 from eval.report import (  # noqa: E402
     METRICS,
     category_accuracies,
@@ -24,7 +25,6 @@ from eval.report import (  # noqa: E402
     to_csv,
     to_markdown,
 )
-from runtime.config import atomic_write_text  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

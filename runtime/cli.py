@@ -88,17 +88,15 @@ def run_job(
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         user_error(message)
         return exc.exit_code
-    except OSError as exc:
-        if exc.errno not in FULL:
-            report_bug(traceback.format_exc())
-            return 1
-        # a full disk anywhere else (a metrics row, an eval output, the data cache): the machine's, not a bug
-        where = f" writing {exc.filename}" if exc.filename else ""
-        user_error(
-            f"the disk is full{where} ({exc.strerror}); free space and run again (resume=auto continues)"
-        )
-        return 2
-    except Exception:  # noqa: BLE001 - a bug: report it whole (the rank says which process), then exit 1
+    except Exception as exc:  # noqa: BLE001 - a bug: report it whole (the rank says which process), then exit 1
+        if (
+            isinstance(exc, OSError) and exc.errno in FULL
+        ):  # a full disk (a metrics row, an eval output): no bug
+            where = f" writing {exc.filename}" if exc.filename else ""
+            user_error(
+                f"the disk is full{where} ({exc.strerror}); free space and run again (resume=auto continues)"
+            )
+            return 2
         report_bug(traceback.format_exc())
         return 1
 

@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 import yaml
 
 from data.errors import ConfigError
-from data.files import temp_file
+from data.files import atomic_write_text
 
 T = TypeVar("T")
 _MISSING = dataclasses.MISSING
@@ -261,20 +261,6 @@ def config_to_dict(cfg: Any) -> dict:
         return value
 
     return plain(cfg)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write via a temporary file in the same directory and rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_file(path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def dump_config(cfg: Any) -> str:

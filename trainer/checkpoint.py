@@ -9,7 +9,6 @@ disk, a quota) stops every rank with one line and leaves the checkpoints before 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -215,10 +214,7 @@ def save_checkpoint(
         try:
             state_bytes = json.dumps(trainer_state, indent=2).encode("utf-8")
             (tmp / "trainer_state.json").write_bytes(state_bytes)
-            digests["trainer_state.json"] = {
-                "sha256": hashlib.sha256(state_bytes).hexdigest(),
-                "bytes": len(state_bytes),
-            }
+            digests["trainer_state.json"] = integrity.digest_bytes(state_bytes)
             integrity.write_manifest(tmp, digests)
             if final.exists():
                 shutil.rmtree(final)
@@ -395,8 +391,9 @@ def export_hf(
         sizes[-1] += nbytes
     if main and not problem:
         try:
-            _write_export(model, tokenizer, shards, tmp, out, total_size=sum(sizes), dtype=dtype or next(
-                iter(sharded.values())).dtype, chat_template=chat_template, end_of_turn=end_of_turn)  # fmt: skip
+            exported_dtype = dtype or next(iter(sharded.values())).dtype
+            _write_export(model, tokenizer, shards, tmp, out, total_size=sum(sizes), dtype=exported_dtype,
+                          chat_template=chat_template, end_of_turn=end_of_turn)  # fmt: skip
         except OSError as exc:
             problem = str(exc)
     problem = all_gather_objects(problem)[0]

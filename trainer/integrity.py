@@ -26,7 +26,8 @@ MANIFEST = "checksums.json"
 VERSION = 1
 
 
-def _digest(data: bytes) -> dict[str, Any]:
+def digest_bytes(data: bytes) -> dict[str, Any]:
+    """SHA-256 and size of `data`, as checksums.json lists them."""
     return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
@@ -93,7 +94,7 @@ def _read_checked(path: Path, expected: dict[str, Any] | None) -> bytes:
         raise Damaged(f"{path.name} is missing") from None
     if len(data) != expected.get("bytes"):
         raise Damaged(f"{path.name} has {len(data)} bytes, {expected.get('bytes')} were written")
-    if _digest(data)["sha256"] != expected.get("sha256"):
+    if digest_bytes(data)["sha256"] != expected.get("sha256"):
         raise Damaged(f"{path.name} does not match its checksum")
     return data
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from data.errors import ConfigError, DataError
-from data.files import temp_file
+from data.files import atomic_write_text
 
 from .checkers import (
     ENGLISH_CONSTRAINED_OPTIONS,
@@ -267,26 +266,14 @@ def score(
     )
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder, then rename: never a half-written file."""
-    fd, tmp = temp_file(path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_outputs(scores: Scores, out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``out_dir/verdicts.jsonl`` and ``out_dir/scores.json``; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     verdicts_path, scores_path = out / "verdicts.jsonl", out / "scores.json"
     rows = "".join(json.dumps(v.as_row(), ensure_ascii=False) + "\n" for v in scores.verdicts)
-    _write_atomically(verdicts_path, rows)
-    _write_atomically(scores_path, json.dumps(scores.as_dict(), indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(verdicts_path, rows)
+    atomic_write_text(scores_path, json.dumps(scores.as_dict(), indent=2, ensure_ascii=False) + "\n")
     return verdicts_path, scores_path
 
 

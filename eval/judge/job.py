@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from data.errors import DataError
+from data.files import atomic_write_text
 from eval.config import BenchmarkConfig, EvalConfig
 from eval.engine import read_done, rewrite_rows
 from eval.generate import GenerationItem, generate_all
@@ -39,7 +40,6 @@ from eval.judge.scoring import (
     single_judgement,
 )
 from eval.record import check_record, model_identity, run_identity
-from runtime.config import atomic_write_text
 from runtime.distributed import broadcast_object
 
 logger = logging.getLogger("sisu")

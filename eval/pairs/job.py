@@ -25,6 +25,7 @@ import logging
 from pathlib import Path
 
 from data.errors import Unreachable
+from data.files import atomic_write_text
 from data.templates import ChatTemplate
 from eval.engine import rewrite_rows
 from eval.generate import (
@@ -49,7 +50,7 @@ from eval.pairs.prompts import (
     screen_prompts,
 )
 from eval.record import check_record, model_identity, run_identity
-from runtime.config import atomic_write_text, config_to_dict
+from runtime.config import config_to_dict
 from runtime.distributed import barrier
 from runtime.model import load_tokenizer
 

@@ -7,12 +7,12 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from data.files import atomic_write_text
 from data.records import LoadReport
 from data.translate.clean import REASONS
 from data.translate.items import Item, output_format
 from eval.engine import read_done, rewrite_rows
 from eval.translation.config import TranslateConfig, output_names, settings
-from runtime.config import atomic_write_text
 
 PROGRESS = "progress.jsonl"
 REJECTED = "rejected.jsonl"

@@ -95,7 +95,7 @@ def test_a_consistent_edit_of_the_step_is_found_by_the_directory_name(saved):
     _edit_step(state_file)
     manifest = json.loads((root / "step_4" / "checksums.json").read_text())
     data = state_file.read_bytes()
-    manifest["files"]["trainer_state.json"] = integrity._digest(data)
+    manifest["files"]["trainer_state.json"] = integrity.digest_bytes(data)
     (root / "step_4" / "checksums.json").write_text(json.dumps(manifest))
     problem, _ = ckpt.verify_checkpoint(root / "step_4", step=4)
     assert problem == "trainer_state.json says step 3, the directory step 4"
