@@ -107,7 +107,7 @@ def read_manifest(directory: Path) -> dict[str, dict[str, Any]]:
     except (OSError, ValueError) as exc:
         raise Damaged(f"{MANIFEST} is unreadable ({exc})") from None
     files = body.get("files") if isinstance(body, dict) else None
-    if body.get("version") != VERSION or not isinstance(files, dict):
+    if not isinstance(files, dict) or body.get("version") != VERSION:
         raise Damaged(f"{MANIFEST} is not a version-{VERSION} checksum list")
     return files
 

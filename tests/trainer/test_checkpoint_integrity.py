@@ -74,6 +74,8 @@ DAMAGE = {
     "flipped metadata": (".metadata", _flip_a_byte, ".metadata does not match its checksum"),
     "missing manifest": ("checksums.json", os.remove, "checksums.json is missing"),
     "broken manifest": ("checksums.json", lambda p: p.write_text("[1"), "checksums.json is unreadable"),
+    "manifest not a list of files": ("checksums.json", lambda p: p.write_text("[1]"),
+                                     "checksums.json is not a version-1 checksum list"),
 }  # fmt: skip
 
 
